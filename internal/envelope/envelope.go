@@ -1,0 +1,118 @@
+// Package envelope defines the versioned JSON payload that carries a chat
+// message or answer between services: the value of every Kafka record on
+// incoming_messages and responses, and every Redis pub/sub payload.
+//
+// One shape for all hops keeps the ids, the correlation id and the trace
+// context together wherever a message goes.
+package envelope
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Version is the schema version written by this code. Readers accept only
+// versions they know, so a future change must bump it.
+const Version = 1
+
+// ContentType names the encoding in the Kafka content-type header.
+const ContentType = "application/json"
+
+// Types of envelope.
+const (
+	TypeMessage  = "message"  // a user's message, on incoming_messages
+	TypeResponse = "response" // the model's answer, on responses and Redis
+	TypeError    = "error"    // a message that could not be answered
+)
+
+// Envelope is the payload. ID is the message id for a message and the
+// response id for a response or error; ReplyTo points at the message id.
+type Envelope struct {
+	V             int       `json:"v"`
+	Type          string    `json:"type"`
+	ID            string    `json:"id"`
+	ReplyTo       string    `json:"reply_to,omitempty"`
+	UserID        string    `json:"userid"`
+	Content       string    `json:"content,omitempty"`
+	ClientID      string    `json:"client_id,omitempty"`
+	CorrelationID string    `json:"correlation_id"`
+	Timestamp     time.Time `json:"timestamp"`
+	// AcceptedAt is when the gateway accepted the original message; it rides
+	// along so the delivering gateway can observe end-to-end latency.
+	AcceptedAt  time.Time `json:"accepted_at,omitzero"`
+	TraceParent string    `json:"traceparent,omitempty"`
+	TraceState  string    `json:"tracestate,omitempty"`
+}
+
+// ErrInvalid marks an envelope that can never be processed (a poison record).
+var ErrInvalid = errors.New("invalid envelope")
+
+// Marshal encodes e, stamping the schema version.
+func Marshal(e *Envelope) ([]byte, error) {
+	e.V = Version
+	b, err := json.Marshal(e)
+	if err != nil {
+		return nil, fmt.Errorf("marshal envelope: %w", err)
+	}
+	return b, nil
+}
+
+// Unmarshal decodes and validates an envelope. Every failure wraps
+// ErrInvalid, so callers can route it to a dead-letter topic.
+func Unmarshal(b []byte) (*Envelope, error) {
+	var e Envelope
+	if err := json.Unmarshal(b, &e); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if err := e.Validate(); err != nil {
+		return nil, err
+	}
+	return &e, nil
+}
+
+// Validate checks the fields every hop relies on.
+func (e *Envelope) Validate() error {
+	switch {
+	case e.V != Version:
+		return fmt.Errorf("%w: unsupported version %d", ErrInvalid, e.V)
+	case e.Type != TypeMessage && e.Type != TypeResponse && e.Type != TypeError:
+		return fmt.Errorf("%w: unknown type %q", ErrInvalid, e.Type)
+	case e.ID == "":
+		return fmt.Errorf("%w: missing id", ErrInvalid)
+	case e.UserID == "":
+		return fmt.Errorf("%w: missing userid", ErrInvalid)
+	case e.Type != TypeMessage && e.ReplyTo == "":
+		return fmt.Errorf("%w: %s without reply_to", ErrInvalid, e.Type)
+	}
+	return nil
+}
+
+// Carrier lets OpenTelemetry propagators read and write the trace context
+// held in the envelope (it implements propagation.TextMapCarrier).
+type Carrier struct{ E *Envelope }
+
+// Get returns the value for a propagation key.
+func (c Carrier) Get(key string) string {
+	switch key {
+	case "traceparent":
+		return c.E.TraceParent
+	case "tracestate":
+		return c.E.TraceState
+	}
+	return ""
+}
+
+// Set stores a propagation key; keys other than W3C trace context are dropped.
+func (c Carrier) Set(key, value string) {
+	switch key {
+	case "traceparent":
+		c.E.TraceParent = value
+	case "tracestate":
+		c.E.TraceState = value
+	}
+}
+
+// Keys lists the keys the carrier holds.
+func (c Carrier) Keys() []string { return []string{"traceparent", "tracestate"} }

@@ -1,0 +1,183 @@
+// Package protocol defines the WebSocket frames exchanged with chat clients:
+// decoding and validating what a client sends, encoding what the server sends.
+//
+// Client → server:
+//
+//	{"type":"message","content":"…","userid":"u1","id":"c-1","correlation_id":"…"}
+//
+// Server → client: "ack" (the message is durably queued), "response" (the
+// answer) and "error" frames. All server frames carry "type" and "userid".
+package protocol
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/chatrelay/chat/internal/ids"
+)
+
+// Frame types.
+const (
+	TypeMessage  = "message"
+	TypeAck      = "ack"
+	TypeResponse = "response"
+	TypeError    = "error"
+)
+
+// TimeFormat is RFC 3339 with milliseconds, always in UTC.
+const TimeFormat = "2006-01-02T15:04:05.000Z07:00"
+
+// FormatTime renders t as a frame timestamp.
+func FormatTime(t time.Time) string { return t.UTC().Format(TimeFormat) }
+
+// ClientFrame is what a client sends.
+type ClientFrame struct {
+	Type          string `json:"type"`
+	Content       string `json:"content"`
+	UserID        string `json:"userid"`
+	ID            string `json:"id,omitempty"`
+	CorrelationID string `json:"correlation_id,omitempty"`
+}
+
+// ServerFrame is what the server sends; unused fields are omitted.
+type ServerFrame struct {
+	Type          string `json:"type"`
+	ID            string `json:"id,omitempty"`
+	Content       string `json:"content,omitempty"`
+	Message       string `json:"message,omitempty"`
+	UserID        string `json:"userid"`
+	Timestamp     string `json:"timestamp,omitempty"`
+	ReplyTo       string `json:"reply_to,omitempty"`
+	ClientID      string `json:"client_id,omitempty"`
+	CorrelationID string `json:"correlation_id,omitempty"`
+}
+
+// Reason is a bounded label for why a frame was rejected (used in metrics).
+type Reason string
+
+// Rejection reasons.
+const (
+	ReasonBadJSON        Reason = "bad_json"
+	ReasonUnknownType    Reason = "unknown_type"
+	ReasonEmptyContent   Reason = "empty_content"
+	ReasonContentTooLong Reason = "content_too_long"
+	ReasonUserMismatch   Reason = "userid_mismatch"
+	ReasonInvalidText    Reason = "invalid_text"
+	ReasonBadID          Reason = "bad_id"
+)
+
+// Error is a rejected client frame: Message is safe to send to the client.
+type Error struct {
+	Reason  Reason
+	Message string
+}
+
+func (e *Error) Error() string { return string(e.Reason) + ": " + e.Message }
+
+func reject(r Reason, format string, args ...any) *Error {
+	return &Error{Reason: r, Message: fmt.Sprintf(format, args...)}
+}
+
+// Limits bound what a client may send.
+type Limits struct {
+	// MaxContentBytes bounds the content of one message.
+	MaxContentBytes int
+}
+
+// DecodeClientFrame parses and validates one client frame for the connection
+// of userID. Every failure is an *Error whose Message can go to the client.
+func DecodeClientFrame(data []byte, userID string, lim Limits) (ClientFrame, error) {
+	var f ClientFrame
+	if !utf8.Valid(data) {
+		return f, reject(ReasonInvalidText, "frame is not valid UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&f); err != nil {
+		return ClientFrame{}, reject(ReasonBadJSON, "invalid JSON frame: %s", jsonProblem(err))
+	}
+	if dec.More() {
+		return ClientFrame{}, reject(ReasonBadJSON, "invalid JSON frame: trailing data after the object")
+	}
+	if f.Type != TypeMessage {
+		if f.Type == "" {
+			return f, reject(ReasonUnknownType, "missing frame type")
+		}
+		return f, reject(ReasonUnknownType, "unknown frame type %q", truncate(f.Type, 32))
+	}
+	if f.UserID != userID {
+		return f, reject(ReasonUserMismatch, "userid does not match the connection")
+	}
+	if len(bytes.TrimSpace([]byte(f.Content))) == 0 {
+		return f, reject(ReasonEmptyContent, "content is empty")
+	}
+	if lim.MaxContentBytes > 0 && len(f.Content) > lim.MaxContentBytes {
+		return f, reject(ReasonContentTooLong, "content is longer than %d bytes", lim.MaxContentBytes)
+	}
+	if !cleanText(f.Content) {
+		return f, reject(ReasonInvalidText, "content holds control characters")
+	}
+	if f.ID != "" && !ids.ValidCorrelationID(f.ID) {
+		return f, reject(ReasonBadID, "id must be 1-64 characters of [A-Za-z0-9._:-]")
+	}
+	return f, nil
+}
+
+// jsonProblem describes a decode error without echoing client data back.
+func jsonProblem(err error) string {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		return fmt.Sprintf("syntax error at byte %d", se.Offset)
+	case errors.As(err, &te):
+		return fmt.Sprintf("field %q must be a %s", te.Field, te.Type)
+	case errors.Is(err, io.EOF):
+		return "empty frame"
+	default:
+		msg := err.Error()
+		if len(msg) > 80 {
+			msg = msg[:80]
+		}
+		return msg
+	}
+}
+
+// cleanText allows printable characters and whitespace, nothing else: control
+// characters have no place in a chat message and confuse terminals and logs.
+func cleanText(s string) bool {
+	for _, r := range s {
+		if r == utf8.RuneError {
+			return false
+		}
+		if unicode.IsControl(r) && r != '\n' && r != '\r' && r != '\t' {
+			return false
+		}
+	}
+	return true
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+// Encode marshals a server frame. Server frames hold only strings, so
+// marshalling cannot fail.
+func Encode(f ServerFrame) []byte {
+	b, _ := json.Marshal(f)
+	return b
+}
+
+// ErrorFrame builds an error frame for userID.
+func ErrorFrame(userID, message string) ServerFrame {
+	return ServerFrame{Type: TypeError, Message: message, UserID: userID, Timestamp: FormatTime(time.Now())}
+}

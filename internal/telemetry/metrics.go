@@ -1,0 +1,53 @@
+package telemetry
+
+import (
+	"runtime/debug"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Namespace prefixes every metric the services define.
+const Namespace = "chat"
+
+// Version is the build's version, set with -ldflags "-X …telemetry.Version=…";
+// otherwise the module version or "dev".
+var Version = ""
+
+// BuildVersion returns Version or what the Go toolchain recorded.
+func BuildVersion() string {
+	if Version != "" {
+		return Version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+// NewRegistry returns the process's metric registry with Go runtime, process
+// and build-info collectors.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collectors.NewBuildInfoCollector(),
+	)
+	bi := prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace:   Namespace,
+		Name:        "build_info",
+		Help:        "Always 1; labels name the running build.",
+		ConstLabels: prometheus.Labels{"version": BuildVersion()},
+	})
+	bi.Set(1)
+	reg.MustRegister(bi)
+	return reg
+}
+
+// ServiceRegisterer scopes a registerer to one service by a const "service"
+// label, so the parts of the all-in-one dev process can share a registry
+// with the same metric names as the standalone services.
+func ServiceRegisterer(reg prometheus.Registerer, service string) prometheus.Registerer {
+	return prometheus.WrapRegistererWith(prometheus.Labels{"service": service}, reg)
+}

@@ -1,0 +1,97 @@
+package telemetry
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"testing"
+
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+)
+
+func TestLoggerAddsContextIDs(t *testing.T) {
+	var buf bytes.Buffer
+	log := NewLogger(&buf, "svc", slog.LevelDebug)
+	tp := sdktrace.NewTracerProvider()
+	ctx, span := tp.Tracer("t").Start(WithCorrelationID(context.Background(), "corr-1"), "op")
+	log.InfoContext(ctx, "hello", "k", "v")
+	span.End()
+	log.Info("no context")
+
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("want 2 lines, got %q", buf.String())
+	}
+	var m map[string]any
+	if err := json.Unmarshal([]byte(lines[0]), &m); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"service": "svc", "correlation_id": "corr-1", "msg": "hello", "k": "v",
+		"trace_id": span.SpanContext().TraceID().String(), "span_id": span.SpanContext().SpanID().String(),
+	}
+	for k, v := range want {
+		if m[k] != v {
+			t.Errorf("%s = %v, want %v", k, m[k], v)
+		}
+	}
+	if strings.Contains(lines[1], "trace_id") || !strings.Contains(lines[1], `"service":"svc"`) {
+		t.Errorf("line without context: %s", lines[1])
+	}
+}
+
+func TestParseLevel(t *testing.T) {
+	for in, want := range map[string]slog.Level{"debug": slog.LevelDebug, "INFO": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError} {
+		got, err := ParseLevel(in)
+		if err != nil || got != want {
+			t.Errorf("%s: %v %v", in, got, err)
+		}
+	}
+	if _, err := ParseLevel("loud"); err == nil || !strings.Contains(err.Error(), "LOG_LEVEL") {
+		t.Fatalf("bad level must name LOG_LEVEL: %v", err)
+	}
+}
+
+func TestTracerProviderWithoutExporter(t *testing.T) {
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")
+	tp, err := NewTracerProvider(context.Background(), "svc", "v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, span := tp.Tracer("t").Start(context.Background(), "op")
+	if !span.SpanContext().IsValid() {
+		t.Fatal("spans need ids even without an exporter")
+	}
+	span.End()
+	if err := tp.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestTracerProviderBadProtocol(t *testing.T) {
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1")
+	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "carrier-pigeon")
+	if _, err := NewTracerProvider(context.Background(), "svc", "v"); err == nil || !strings.Contains(err.Error(), "OTEL_EXPORTER_OTLP_PROTOCOL") {
+		t.Fatalf("want error naming the variable, got %v", err)
+	}
+}
+
+func TestRegistryHasBuildInfo(t *testing.T) {
+	reg := NewRegistry()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, mf := range mfs {
+		if mf.GetName() == "chat_build_info" {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatal("chat_build_info missing")
+	}
+}
