@@ -1,0 +1,54 @@
+# syntax=docker/dockerfile:1
+#
+# One image for every service: the build stage compiles all binaries under
+# services/ (websocket-server, ai-consumer, message-relay, devstack) and the
+# final stage copies them to /usr/local/bin. The SERVICE build argument picks
+# the entrypoint through the /usr/local/bin/app symlink:
+#
+#   docker build --build-arg SERVICE=ai-consumer -t chatrelay/ai-consumer .
+#
+# Every binary also answers `<binary> healthcheck`, so the image needs no
+# curl; `/usr/local/bin/app healthcheck` checks whichever service it runs.
+
+FROM golang:1.26-bookworm AS build
+WORKDIR /src
+ENV CGO_ENABLED=0 GOFLAGS=-buildvcs=false
+
+# Dependencies first, so source edits keep the module download cached.
+COPY go.mod go.sum ./
+RUN --mount=type=cache,target=/go/pkg/mod \
+    go mod download
+
+COPY . .
+RUN --mount=type=cache,target=/go/pkg/mod \
+    --mount=type=cache,target=/root/.cache/go-build \
+    mkdir -p /out && \
+    go build -trimpath -ldflags "-s -w" -o /out/ ./services/...
+
+FROM debian:bookworm-slim
+
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --system --gid 10001 chat \
+    && useradd --system --uid 10001 --gid chat --home-dir /nonexistent \
+        --no-create-home --shell /usr/sbin/nologin chat
+
+COPY --from=build /out/ /usr/local/bin/
+
+ARG SERVICE=websocket-server
+RUN test -x "/usr/local/bin/${SERVICE}" \
+        || { echo "SERVICE=${SERVICE}: no such binary in /usr/local/bin" >&2; exit 1; } \
+    && ln -s "${SERVICE}" /usr/local/bin/app
+ENV SERVICE=${SERVICE} \
+    HTTP_ADDR=:8080 \
+    OPS_ADDR=:9090
+
+USER 10001:10001
+# 8080: websocket-server's public listener; 9090: /metrics /healthz /readyz.
+EXPOSE 8080 9090
+
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+    CMD ["/usr/local/bin/app", "healthcheck"]
+
+ENTRYPOINT ["/usr/local/bin/app"]
