@@ -1,0 +1,112 @@
+// Package kafka wraps franz-go for the services: client construction with
+// tracing, metrics and logging hooks, topic creation, the record headers of
+// the message contract, and a consumer that works on many users at once
+// while keeping each user's order and committing only finished work.
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kotel"
+	"github.com/twmb/franz-go/plugin/kprom"
+	"github.com/twmb/franz-go/plugin/kslog"
+	"go.opentelemetry.io/otel"
+)
+
+// Topic names shared by the services.
+const (
+	TopicIncoming  = "incoming_messages"
+	TopicResponses = "responses"
+	// DLQSuffix is appended to a topic's name to form its dead-letter topic.
+	DLQSuffix = ".dlq"
+)
+
+// ClientConfig is what every client needs.
+type ClientConfig struct {
+	Brokers  []string
+	ClientID string
+	Logger   *slog.Logger
+	// Registerer receives the client's metrics (kprom); nil disables them.
+	Registerer prometheus.Registerer
+	// Linger batches produced records for up to this long.
+	Linger time.Duration
+}
+
+// ParseBrokers splits KAFKA_BOOTSTRAP_SERVERS.
+func ParseBrokers(s string) ([]string, error) {
+	var out []string
+	for _, b := range strings.Split(s, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			out = append(out, b)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("KAFKA_BOOTSTRAP_SERVERS: no broker address given")
+	}
+	return out, nil
+}
+
+// NewClient builds a franz-go client with the hooks every service wants:
+// kotel (trace context in record headers), kprom and kslog. extra options
+// (consumer group settings) are appended.
+func NewClient(cfg ClientConfig, extra ...kgo.Opt) (*kgo.Client, error) {
+	tracer := kotel.NewTracer(kotel.TracerProvider(otel.GetTracerProvider()), kotel.TracerPropagator(otel.GetTextMapPropagator()))
+	hooks := []kgo.Hook{}
+	hooks = append(hooks, kotel.NewKotel(kotel.WithTracer(tracer)).Hooks()...)
+	if cfg.Registerer != nil {
+		hooks = append(hooks, kprom.NewMetrics("chat_kafka", kprom.Registerer(cfg.Registerer)))
+	}
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(cfg.Brokers...),
+		kgo.WithHooks(hooks...),
+		kgo.ProducerLinger(cfg.Linger),
+		kgo.RecordRetries(-1), // never drop a record on a transient error
+		kgo.ProduceRequestTimeout(10 * time.Second),
+		kgo.RetryTimeout(0), // retry requests until the caller's context ends
+	}
+	if cfg.ClientID != "" {
+		opts = append(opts, kgo.ClientID(cfg.ClientID))
+	}
+	if cfg.Logger != nil {
+		opts = append(opts, kgo.WithLogger(kslog.New(cfg.Logger.With("component", "franz-go"))))
+	}
+	opts = append(opts, extra...)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("kafka client: %w", err)
+	}
+	return cl, nil
+}
+
+// EnsureTopics creates the topics that do not exist yet. An existing topic is
+// left as it is, whatever its partition count.
+func EnsureTopics(ctx context.Context, cl *kgo.Client, partitions int32, replication int16, topics ...string) error {
+	adm := kadm.NewClient(cl)
+	resp, err := adm.CreateTopics(ctx, partitions, replication, nil, topics...)
+	if err != nil {
+		return fmt.Errorf("create topics %v: %w", topics, err)
+	}
+	for _, r := range resp.Sorted() {
+		if r.Err != nil && !errors.Is(r.Err, kerr.TopicAlreadyExists) {
+			return fmt.Errorf("create topic %s: %w", r.Topic, r.Err)
+		}
+	}
+	return nil
+}
+
+// Ping checks that a broker answers, for readiness probes.
+func Ping(ctx context.Context, cl *kgo.Client) error {
+	if err := cl.Ping(ctx); err != nil {
+		return fmt.Errorf("kafka: %w", err)
+	}
+	return nil
+}
