@@ -12,7 +12,7 @@
 
 FROM golang:1.26-bookworm AS build
 WORKDIR /src
-ENV CGO_ENABLED=0 GOFLAGS=-buildvcs=false
+ENV CGO_ENABLED=0 GOFLAGS=-buildvcs=false GOCACHE=/go-build-cache
 
 # Dependencies first, so source edits keep the module download cached.
 COPY go.mod go.sum ./
@@ -21,7 +21,7 @@ RUN --mount=type=cache,target=/go/pkg/mod \
 
 COPY . .
 RUN --mount=type=cache,target=/go/pkg/mod \
-    --mount=type=cache,target=/root/.cache/go-build \
+    --mount=type=cache,target=/go-build-cache \
     mkdir -p /out && \
     go build -trimpath -ldflags "-s -w" -o /out/ ./services/...
 

@@ -459,3 +459,43 @@ func TestDockerComposeV1Config(t *testing.T) {
 		t.Fatalf("docker-compose config without AUTH_SECRET: err=%v, output:\n%s", err, out)
 	}
 }
+
+var (
+	dockerfileFrom = regexp.MustCompile(`(?mi)^FROM\s+(?:--\S+\s+)*(\S+)`)
+	dockerfileUser = regexp.MustCompile(`(?mi)^USER\s+(\S+)`)
+)
+
+// TestDockerfile checks what the compose checks cannot see inside the
+// Dockerfile: base images named without a registry host, a build of every
+// binary under services/, and a final stage that does not run as root.
+func TestDockerfile(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(repoRoot(t), "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	df := string(b)
+	froms := dockerfileFrom.FindAllStringSubmatch(df, -1)
+	if len(froms) < 2 {
+		t.Fatalf("want a multi-stage build, found %d FROM lines", len(froms))
+	}
+	for _, m := range froms {
+		first, _, hasSlash := strings.Cut(m[1], "/")
+		if hasSlash && (strings.ContainsAny(first, ".:") || first == "localhost") {
+			t.Errorf("FROM %s names a registry host", m[1])
+		}
+	}
+	if !strings.Contains(df, "./services/...") || !strings.Contains(df, "go build") {
+		t.Error("Dockerfile does not build ./services/...")
+	}
+	final := df[strings.LastIndex(strings.ToUpper(df), "\nFROM "):]
+	users := dockerfileUser.FindAllStringSubmatch(final, -1)
+	if len(users) == 0 {
+		t.Fatal("final stage sets no USER: it would run as root")
+	}
+	if u := users[len(users)-1][1]; u == "root" || u == "0" || strings.HasPrefix(u, "0:") || strings.HasPrefix(u, "root:") {
+		t.Errorf("final stage runs as %s", u)
+	}
+	if !regexp.MustCompile(`(?m)^ENTRYPOINT\s`).MatchString(final) {
+		t.Error("final stage has no ENTRYPOINT")
+	}
+}
