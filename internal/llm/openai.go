@@ -1,0 +1,127 @@
+package llm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	openai "github.com/sashabaranov/go-openai"
+)
+
+// OpenAIConfig configures the OpenAI-compatible client.
+type OpenAIConfig struct {
+	APIKey  string
+	BaseURL string
+	Model   string
+	// Timeout bounds one HTTP request to the API.
+	Timeout time.Duration
+	// HTTPClient overrides the transport (tests, tracing).
+	HTTPClient *http.Client
+}
+
+// OpenAI calls the chat completions API of any OpenAI-compatible server.
+type OpenAI struct {
+	client *openai.Client
+	model  string
+}
+
+// NewOpenAI builds the client.
+func NewOpenAI(cfg OpenAIConfig) *OpenAI {
+	c := openai.DefaultConfig(cfg.APIKey)
+	if cfg.BaseURL != "" {
+		c.BaseURL = cfg.BaseURL
+	}
+	hc := cfg.HTTPClient
+	if hc == nil {
+		hc = &http.Client{}
+	}
+	if cfg.Timeout > 0 && hc.Timeout == 0 {
+		cp := *hc
+		cp.Timeout = cfg.Timeout
+		hc = &cp
+	}
+	c.HTTPClient = hc
+	return &OpenAI{client: openai.NewClientWithConfig(c), model: cfg.Model}
+}
+
+// Name is the configured model.
+func (o *OpenAI) Name() string { return o.model }
+
+// Complete calls chat completions once; retrying is the caller's decision,
+// guided by IsPermanent.
+func (o *OpenAI) Complete(ctx context.Context, req Request) (Response, error) {
+	msgs := make([]openai.ChatCompletionMessage, 0, len(req.Messages))
+	for _, m := range req.Messages {
+		msgs = append(msgs, openai.ChatCompletionMessage{Role: m.Role, Content: m.Content})
+	}
+	resp, err := o.client.CreateChatCompletion(ctx, openai.ChatCompletionRequest{Model: o.model, Messages: msgs})
+	if err != nil {
+		return Response{}, classify(err)
+	}
+	if len(resp.Choices) == 0 {
+		return Response{}, fmt.Errorf("%w: the API returned no choices", ErrPermanent)
+	}
+	return Response{
+		Content:          resp.Choices[0].Message.Content,
+		Model:            resp.Model,
+		PromptTokens:     resp.Usage.PromptTokens,
+		CompletionTokens: resp.Usage.CompletionTokens,
+	}, nil
+}
+
+// classify wraps API errors that retrying cannot fix with ErrPermanent.
+func classify(err error) error {
+	var apiErr *openai.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.HTTPStatusCode {
+		case http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound, http.StatusUnprocessableEntity:
+			return fmt.Errorf("%w: openai: %w", ErrPermanent, err)
+		}
+		return fmt.Errorf("openai: %w", err)
+	}
+	var reqErr *openai.RequestError
+	if errors.As(err, &reqErr) {
+		switch reqErr.HTTPStatusCode {
+		case http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound:
+			return fmt.Errorf("%w: openai: %w", ErrPermanent, err)
+		}
+	}
+	return fmt.Errorf("openai: %w", err)
+}
+
+// ErrorClass is a bounded label for a model error, for metrics.
+func ErrorClass(err error) string {
+	var apiErr *openai.APIError
+	var reqErr *openai.RequestError
+	switch {
+	case err == nil:
+		return "none"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	case errors.As(err, &apiErr):
+		return statusClass(apiErr.HTTPStatusCode)
+	case errors.As(err, &reqErr):
+		return statusClass(reqErr.HTTPStatusCode)
+	default:
+		return "transport"
+	}
+}
+
+func statusClass(code int) string {
+	switch {
+	case code == http.StatusTooManyRequests:
+		return "rate_limited"
+	case code == http.StatusUnauthorized || code == http.StatusForbidden:
+		return "auth"
+	case code >= 500:
+		return "server"
+	case code >= 400:
+		return "client"
+	default:
+		return "other"
+	}
+}

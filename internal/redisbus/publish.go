@@ -1,0 +1,26 @@
+package redisbus
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel"
+
+	"github.com/chatrelay/chat/internal/envelope"
+)
+
+// Publish sends e on its user's channel, with the current trace context
+// written into the envelope so the delivering gateway continues the trace.
+// It returns once Redis accepted the command.
+func Publish(ctx context.Context, c redis.UniversalClient, e *envelope.Envelope) error {
+	otel.GetTextMapPropagator().Inject(ctx, envelope.Carrier{E: e})
+	b, err := envelope.Marshal(e)
+	if err != nil {
+		return err
+	}
+	if err := c.Publish(ctx, UserChannel(e.UserID), b).Err(); err != nil {
+		return fmt.Errorf("redis publish to %s: %w", e.UserID, err)
+	}
+	return nil
+}
