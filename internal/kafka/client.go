@@ -39,6 +39,9 @@ type ClientConfig struct {
 	Registerer prometheus.Registerer
 	// Linger batches produced records for up to this long.
 	Linger time.Duration
+	// Role ("producer" or "consumer") labels the client's metrics, so a
+	// service's two clients do not collide in one registry.
+	Role string
 }
 
 // ParseBrokers splits KAFKA_BOOTSTRAP_SERVERS.
@@ -63,7 +66,12 @@ func NewClient(cfg ClientConfig, extra ...kgo.Opt) (*kgo.Client, error) {
 	hooks := []kgo.Hook{}
 	hooks = append(hooks, kotel.NewKotel(kotel.WithTracer(tracer)).Hooks()...)
 	if cfg.Registerer != nil {
-		hooks = append(hooks, kprom.NewMetrics("chat_kafka", kprom.Registerer(cfg.Registerer)))
+		role := cfg.Role
+		if role == "" {
+			role = "producer"
+		}
+		reg := prometheus.WrapRegistererWith(prometheus.Labels{"client": role}, cfg.Registerer)
+		hooks = append(hooks, kprom.NewMetrics("chat_kafka", kprom.Registerer(reg)))
 	}
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),

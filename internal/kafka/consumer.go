@@ -104,7 +104,9 @@ func NewConsumer(cfg ConsumerConfig, h Handler) (*Consumer, error) {
 		parts:   map[topicPartition]*partState{},
 		lanes:   map[laneKey]*lane{},
 	}
-	cl, err := NewClient(cfg.Client,
+	cc := cfg.Client
+	cc.Role = "consumer"
+	cl, err := NewClient(cc,
 		kgo.ConsumerGroup(cfg.Group),
 		kgo.ConsumeTopics(cfg.Topics...),
 		// Only records marked by finish() are ever committed, periodically

@@ -1,0 +1,180 @@
+// Package aiconsumer is the ai-consumer service: for each user message on
+// incoming_messages it asks the model and produces the answer to responses,
+// committing the message only after the answer was acknowledged.
+package aiconsumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/chatrelay/chat/internal/envelope"
+	"github.com/chatrelay/chat/internal/ids"
+	"github.com/chatrelay/chat/internal/kafka"
+	"github.com/chatrelay/chat/internal/llm"
+	"github.com/chatrelay/chat/internal/ops"
+)
+
+// FailureMessage is what a user is told when their message cannot be
+// answered; details stay in the logs.
+const FailureMessage = "Sorry, the assistant could not answer this message."
+
+// Service is the running ai-consumer.
+type Service struct {
+	cfg      Config
+	log      *slog.Logger
+	model    llm.Model
+	producer *kgo.Client
+	consumer *kafka.Consumer
+	m        *metrics
+	tracer   trace.Tracer
+}
+
+// NewModel picks the model the configuration asks for.
+func NewModel(cfg Config) llm.Model {
+	if cfg.Offline {
+		return llm.Offline{Latency: cfg.OfflineLatency}
+	}
+	return llm.NewOpenAI(llm.OpenAIConfig{APIKey: cfg.APIKey, BaseURL: cfg.BaseURL, Model: cfg.Model, Timeout: cfg.Timeout})
+}
+
+// New connects the service's clients and creates its topics when missing.
+func New(ctx context.Context, cfg Config, model llm.Model, log *slog.Logger, reg prometheus.Registerer) (*Service, error) {
+	brokers, err := kafka.ParseBrokers(cfg.Kafka.Bootstrap)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{cfg: cfg, log: log, model: model, m: newMetrics(reg), tracer: otel.Tracer("github.com/chatrelay/chat/internal/aiconsumer")}
+	cc := kafka.ClientConfig{Brokers: brokers, ClientID: "ai-consumer", Logger: log, Registerer: reg, Linger: cfg.Kafka.Linger}
+	s.producer, err = kafka.NewClient(cc)
+	if err != nil {
+		return nil, err
+	}
+	if err := kafka.EnsureTopics(ctx, s.producer, cfg.Kafka.Partitions, cfg.Kafka.Replication,
+		kafka.TopicIncoming, kafka.TopicIncoming+kafka.DLQSuffix, kafka.TopicResponses); err != nil {
+		s.producer.Close()
+		return nil, err
+	}
+	h := kafka.Wrap(s.handle, kafka.ChainDeps{
+		Group: cfg.Group, Log: log, Metrics: kafka.NewHandlerMetrics(reg),
+		DLQ: s.producer, DLQCounter: kafka.NewDLQCounter(reg),
+	})
+	s.consumer, err = kafka.NewConsumer(kafka.ConsumerConfig{
+		Client: cc, Group: cfg.Group, Topics: []string{kafka.TopicIncoming},
+		MaxInFlight: cfg.MaxInFlight, DrainTimeout: cfg.Drain,
+	}, h)
+	if err != nil {
+		s.producer.Close()
+		return nil, err
+	}
+	log.Info("ai-consumer model", "model", model.Name(), "offline", cfg.Offline)
+	return s, nil
+}
+
+// Checks are the service's readiness checks.
+func (s *Service) Checks() map[string]ops.Check {
+	return map[string]ops.Check{
+		"ai-consumer.kafka": func(ctx context.Context) error { return kafka.Ping(ctx, s.consumer.Client()) },
+	}
+}
+
+// Run consumes until ctx ends, then lets in-flight answers finish, commits,
+// flushes the producer and closes.
+func (s *Service) Run(ctx context.Context) error {
+	err := s.consumer.Run(ctx)
+	fctx, cancel := context.WithTimeout(context.Background(), s.cfg.Drain)
+	defer cancel()
+	if ferr := s.producer.Flush(fctx); ferr != nil {
+		err = errors.Join(err, fmt.Errorf("ai-consumer: flush producer: %w", ferr))
+	}
+	s.producer.Close()
+	return err
+}
+
+func (s *Service) handle(ctx context.Context, rec *kgo.Record) error {
+	in, err := envelope.Unmarshal(rec.Value)
+	if err != nil {
+		return kafka.Permanent(fmt.Errorf("ai-consumer: %w", err))
+	}
+	if in.Type != envelope.TypeMessage {
+		return kafka.Permanent(fmt.Errorf("ai-consumer: %w: %s on the incoming topic", envelope.ErrInvalid, in.Type))
+	}
+	out := &envelope.Envelope{
+		Type:          envelope.TypeResponse,
+		ID:            ids.New(),
+		ReplyTo:       in.ID,
+		UserID:        in.UserID,
+		ClientID:      in.ClientID,
+		CorrelationID: in.CorrelationID,
+		AcceptedAt:    in.Timestamp,
+	}
+	resp, err := s.complete(ctx, in)
+	switch {
+	case err == nil:
+		out.Content = resp.Content
+	case llm.IsPermanent(err):
+		// The user gets an error frame instead of silence; the message is
+		// done. Details are logged here, once.
+		s.log.ErrorContext(ctx, "model refused the request", "message_id", in.ID, "error", err)
+		out.Type = envelope.TypeError
+		out.Content = FailureMessage
+	default:
+		return err
+	}
+	out.Timestamp = time.Now().UTC()
+	r, err := kafka.EnvelopeRecord(kafka.TopicResponses, out)
+	if err != nil {
+		return err
+	}
+	r.Context = ctx
+	if err := s.producer.ProduceSync(ctx, r).FirstErr(); err != nil {
+		return fmt.Errorf("ai-consumer: produce answer: %w", err)
+	}
+	s.m.answers.WithLabelValues(out.Type).Inc()
+	s.log.DebugContext(ctx, "answer produced", "message_id", in.ID, "response_id", out.ID)
+	return nil
+}
+
+// complete asks the model inside a GenAI client span.
+func (s *Service) complete(ctx context.Context, in *envelope.Envelope) (llm.Response, error) {
+	ctx, span := s.tracer.Start(ctx, "chat "+s.model.Name(), trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(
+			attribute.String("gen_ai.operation.name", "chat"),
+			attribute.String("gen_ai.system", "openai"),
+			attribute.String("gen_ai.request.model", s.model.Name()),
+			attribute.String("correlation_id", in.CorrelationID),
+			attribute.Int("retry.attempt", kafka.Attempt(ctx)),
+		))
+	defer span.End()
+	req := llm.Request{Messages: []llm.Message{
+		{Role: llm.RoleSystem, Content: s.cfg.SystemPrompt},
+		{Role: llm.RoleUser, Content: in.Content},
+	}}
+	start := time.Now()
+	resp, err := s.model.Complete(ctx, req)
+	s.m.latency.Observe(time.Since(start).Seconds())
+	if err != nil {
+		s.m.requests.WithLabelValues(llm.ErrorClass(err)).Inc()
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+		return llm.Response{}, err
+	}
+	s.m.requests.WithLabelValues("ok").Inc()
+	s.m.tokens.WithLabelValues("prompt").Add(float64(resp.PromptTokens))
+	s.m.tokens.WithLabelValues("completion").Add(float64(resp.CompletionTokens))
+	span.SetAttributes(
+		attribute.String("gen_ai.response.model", resp.Model),
+		attribute.Int("gen_ai.usage.input_tokens", resp.PromptTokens),
+		attribute.Int("gen_ai.usage.output_tokens", resp.CompletionTokens),
+	)
+	return resp, nil
+}

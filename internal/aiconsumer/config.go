@@ -1,0 +1,57 @@
+package aiconsumer
+
+import (
+	"errors"
+	"net/url"
+	"time"
+
+	"github.com/chatrelay/chat/internal/config"
+)
+
+// Config is the ai-consumer's configuration.
+type Config struct {
+	Kafka config.Kafka
+
+	APIKey       string        `env:"OPENAI_API_KEY" secret:"true"`
+	BaseURL      string        `env:"OPENAI_BASE_URL" envDefault:"https://api.openai.com/v1"`
+	Model        string        `env:"OPENAI_MODEL" envDefault:"gpt-4o-mini"`
+	SystemPrompt string        `env:"OPENAI_SYSTEM_PROMPT" envDefault:"You are a helpful assistant in a chat application. Answer concisely."`
+	Timeout      time.Duration `env:"OPENAI_TIMEOUT" envDefault:"60s"`
+	// Offline selects the built-in offline model; the standalone service
+	// refuses to start without a key unless this is set.
+	Offline        bool          `env:"LLM_OFFLINE" envDefault:"false"`
+	OfflineLatency time.Duration `env:"LLM_OFFLINE_LATENCY" envDefault:"0s"`
+
+	Group       string        `env:"AI_CONSUMER_GROUP" envDefault:"ai-consumer"`
+	MaxInFlight int           `env:"AI_MAX_IN_FLIGHT" envDefault:"2048"`
+	Drain       time.Duration `env:"AI_DRAIN_TIMEOUT" envDefault:"20s"`
+}
+
+// Validate checks the ai-consumer's settings.
+func (c Config) Validate() error {
+	if err := c.Kafka.Validate(); err != nil {
+		return err
+	}
+	if !c.Offline {
+		if c.APIKey == "" {
+			return errors.New("OPENAI_API_KEY: required (or set LLM_OFFLINE=true to use the built-in offline model)")
+		}
+		if u, err := url.Parse(c.BaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return errors.New("OPENAI_BASE_URL: must be an http(s) URL")
+		}
+		if c.Model == "" {
+			return errors.New("OPENAI_MODEL: must not be empty")
+		}
+	}
+	switch {
+	case c.Timeout <= 0:
+		return errors.New("OPENAI_TIMEOUT: must be positive")
+	case c.MaxInFlight < 1:
+		return errors.New("AI_MAX_IN_FLIGHT: must be at least 1")
+	case c.Group == "":
+		return errors.New("AI_CONSUMER_GROUP: must not be empty")
+	case c.OfflineLatency < 0:
+		return errors.New("LLM_OFFLINE_LATENCY: must not be negative")
+	}
+	return nil
+}

@@ -1,0 +1,56 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"time"
+)
+
+// Kafka is the broker configuration shared by every service.
+type Kafka struct {
+	Bootstrap   string        `env:"KAFKA_BOOTSTRAP_SERVERS" envDefault:"localhost:9092"`
+	Partitions  int32         `env:"KAFKA_TOPIC_PARTITIONS" envDefault:"12"`
+	Replication int16         `env:"KAFKA_REPLICATION_FACTOR" envDefault:"1"`
+	Linger      time.Duration `env:"KAFKA_PRODUCER_LINGER" envDefault:"2ms"`
+}
+
+// Validate checks the broker settings.
+func (k Kafka) Validate() error {
+	switch {
+	case k.Bootstrap == "":
+		return errors.New("KAFKA_BOOTSTRAP_SERVERS: must not be empty")
+	case k.Partitions < 1:
+		return errors.New("KAFKA_TOPIC_PARTITIONS: must be at least 1")
+	case k.Replication < 1:
+		return errors.New("KAFKA_REPLICATION_FACTOR: must be at least 1")
+	case k.Linger < 0:
+		return errors.New("KAFKA_PRODUCER_LINGER: must not be negative")
+	}
+	return nil
+}
+
+// Redis is the Redis configuration shared by every service. The URL may hold
+// a password, hence secret.
+type Redis struct {
+	URL string `env:"REDIS_URL" envDefault:"redis://localhost:6379/0" secret:"true"`
+}
+
+// Ops is the operational listener and log level of every service.
+type Ops struct {
+	Addr     string `env:"OPS_ADDR" envDefault:":9090"`
+	LogLevel string `env:"LOG_LEVEL" envDefault:"info"`
+	// ShutdownTimeout is the hard bound on an orderly shutdown.
+	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"25s"`
+}
+
+// Validate checks the ops settings.
+func (o Ops) Validate() error {
+	if _, _, err := net.SplitHostPort(o.Addr); err != nil {
+		return fmt.Errorf("OPS_ADDR: %q is not host:port: %w", o.Addr, err)
+	}
+	if o.ShutdownTimeout <= 0 {
+		return errors.New("SHUTDOWN_TIMEOUT: must be positive")
+	}
+	return nil
+}

@@ -1,0 +1,65 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"github.com/chatrelay/chat/internal/config"
+)
+
+// Config is the websocket-server's configuration.
+type Config struct {
+	Kafka config.Kafka
+	Redis config.Redis
+
+	HTTPAddr   string `env:"HTTP_ADDR" envDefault:":8080"`
+	AuthSecret string `env:"AUTH_SECRET" secret:"true"`
+	// AuthLeeway is the clock skew tolerated on exp/nbf/iat.
+	AuthLeeway time.Duration `env:"AUTH_LEEWAY" envDefault:"30s"`
+	InstanceID string        `env:"INSTANCE_ID"`
+
+	// ReadLimit is the largest frame accepted; larger closes with 1009.
+	ReadLimit       int64         `env:"WS_READ_LIMIT" envDefault:"16384"`
+	MaxContentBytes int           `env:"WS_MAX_CONTENT_BYTES" envDefault:"8000"`
+	PingInterval    time.Duration `env:"WS_PING_INTERVAL" envDefault:"25s"`
+	PongTimeout     time.Duration `env:"WS_PONG_TIMEOUT" envDefault:"60s"`
+	WriteTimeout    time.Duration `env:"WS_WRITE_TIMEOUT" envDefault:"10s"`
+	SendQueue       int           `env:"WS_SEND_QUEUE" envDefault:"256"`
+	// AllowedOrigins lists browser origins allowed besides the server's own.
+	AllowedOrigins []string `env:"WS_ALLOWED_ORIGINS" envSeparator:","`
+
+	Drain time.Duration `env:"GATEWAY_DRAIN_TIMEOUT" envDefault:"10s"`
+}
+
+// Validate checks the gateway's settings.
+func (c *Config) Validate() error {
+	if err := c.Kafka.Validate(); err != nil {
+		return err
+	}
+	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+		return fmt.Errorf("HTTP_ADDR: %q is not host:port: %w", c.HTTPAddr, err)
+	}
+	switch {
+	case len(c.AuthSecret) < 16:
+		return errors.New("AUTH_SECRET: required, at least 16 bytes")
+	case c.ReadLimit < 512:
+		return errors.New("WS_READ_LIMIT: must be at least 512 bytes")
+	case c.MaxContentBytes < 1 || int64(c.MaxContentBytes) > c.ReadLimit:
+		return errors.New("WS_MAX_CONTENT_BYTES: must be between 1 and WS_READ_LIMIT")
+	case c.PingInterval <= 0:
+		return errors.New("WS_PING_INTERVAL: must be positive")
+	case c.PongTimeout <= c.PingInterval:
+		return errors.New("WS_PONG_TIMEOUT: must be longer than WS_PING_INTERVAL")
+	case c.WriteTimeout <= 0:
+		return errors.New("WS_WRITE_TIMEOUT: must be positive")
+	case c.SendQueue < 1:
+		return errors.New("WS_SEND_QUEUE: must be at least 1")
+	}
+	if c.InstanceID == "" {
+		c.InstanceID, _ = os.Hostname()
+	}
+	return nil
+}

@@ -1,0 +1,307 @@
+package gateway
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/chatrelay/chat/internal/envelope"
+	"github.com/chatrelay/chat/internal/ids"
+	"github.com/chatrelay/chat/internal/kafka"
+	"github.com/chatrelay/chat/internal/protocol"
+	"github.com/chatrelay/chat/internal/telemetry"
+)
+
+// conn is one client socket. The handler goroutine reads; one writer
+// goroutine owns every write and the final close, so frames from produce
+// callbacks and Redis deliveries never interleave on the wire.
+type conn struct {
+	g      *Gateway
+	userID string
+	ws     *websocket.Conn
+
+	send       chan outFrame
+	done       chan struct{} // closed by terminate: the socket is finishing
+	writerDone chan struct{}
+	draining   atomic.Bool
+
+	closeOnce   sync.Once
+	closeCode   int
+	closeText   string
+	closeReason string
+}
+
+// outFrame is one queued frame; a frame with closeCode set is an order to
+// close once everything queued before it is written.
+type outFrame struct {
+	data       []byte
+	typ        string
+	span       trace.Span
+	acceptedAt time.Time
+
+	closeCode   int
+	closeText   string
+	closeReason string
+}
+
+func newConn(g *Gateway, userID string) *conn {
+	return &conn{
+		g: g, userID: userID,
+		send:       make(chan outFrame, g.cfg.SendQueue),
+		done:       make(chan struct{}),
+		writerDone: make(chan struct{}),
+	}
+}
+
+// serve runs the socket until it closes, then unsubscribes and unregisters.
+func (c *conn) serve(ws *websocket.Conn, unsubscribe func()) {
+	c.ws = ws
+	ws.SetReadLimit(c.g.cfg.ReadLimit)
+	_ = ws.SetReadDeadline(time.Now().Add(c.g.cfg.PongTimeout))
+	ws.SetPongHandler(func(string) error {
+		return ws.SetReadDeadline(time.Now().Add(c.g.cfg.PongTimeout))
+	})
+	go c.writeLoop()
+	c.readLoop()
+	<-c.writerDone
+	unsubscribe()
+	c.g.unregister(c)
+	c.g.m.disconnects.WithLabelValues(c.closeReason).Inc()
+}
+
+func (c *conn) readLoop() {
+	for {
+		mt, data, err := c.ws.ReadMessage()
+		if err != nil {
+			c.terminateOnReadError(err)
+			return
+		}
+		_ = c.ws.SetReadDeadline(time.Now().Add(c.g.cfg.PongTimeout))
+		if mt != websocket.TextMessage {
+			c.g.m.frames.WithLabelValues("in", "binary").Inc()
+			c.g.m.rejected.WithLabelValues("binary_frame").Inc()
+			c.enqueue(c.errorFrame("binary frames are not supported; send JSON text frames", "", ""))
+			continue
+		}
+		c.handleFrame(data)
+	}
+}
+
+func (c *conn) terminateOnReadError(err error) {
+	var ne net.Error
+	switch {
+	case errors.Is(err, websocket.ErrReadLimit):
+		c.terminate(websocket.CloseMessageTooBig, "frame too large", "too_big")
+	case websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway, websocket.CloseNoStatusReceived):
+		c.terminate(websocket.CloseNormalClosure, "", "client_closed")
+	case errors.As(err, &ne) && ne.Timeout():
+		c.terminate(websocket.CloseGoingAway, "ping timeout", "pong_timeout")
+	default:
+		c.terminate(websocket.CloseAbnormalClosure, "", "read_error")
+	}
+}
+
+// handleFrame validates one client frame and, if it is a message, produces
+// it; the ack (or error) is sent from the broker's callback.
+func (c *conn) handleFrame(data []byte) {
+	ctx, span := c.g.tracer.Start(c.g.base, "chat.receive", trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(attribute.String("enduser.id", c.userID), attribute.String("chat.instance", c.g.cfg.InstanceID)))
+	f, err := protocol.DecodeClientFrame(data, c.userID, c.g.frameLimits())
+	if err != nil {
+		var pe *protocol.Error
+		msg, reason := "invalid frame", "invalid"
+		if errors.As(err, &pe) {
+			msg, reason = pe.Message, string(pe.Reason)
+		}
+		c.g.m.frames.WithLabelValues("in", "invalid").Inc()
+		c.g.m.rejected.WithLabelValues(reason).Inc()
+		span.SetStatus(codes.Error, reason)
+		span.End()
+		c.enqueue(c.errorFrame(msg, f.ID, ""))
+		return
+	}
+	c.g.m.frames.WithLabelValues("in", f.Type).Inc()
+	if c.draining.Load() {
+		c.g.m.rejected.WithLabelValues("draining").Inc()
+		span.End()
+		c.enqueue(c.errorFrame("server is shutting down; reconnect and send the message again", f.ID, f.CorrelationID))
+		return
+	}
+
+	corr := ids.CorrelationID(f.CorrelationID)
+	ctx = telemetry.WithCorrelationID(ctx, corr)
+	env := &envelope.Envelope{
+		Type: envelope.TypeMessage, ID: ids.New(), UserID: c.userID, Content: f.Content,
+		ClientID: f.ID, CorrelationID: corr, Timestamp: time.Now().UTC(),
+	}
+	span.SetAttributes(telemetry.CorrelationAttr.String(corr), attribute.String("messaging.message.id", env.ID))
+	rec, err := kafka.EnvelopeRecord(kafka.TopicIncoming, env)
+	if err != nil {
+		span.End()
+		c.enqueue(c.errorFrame("message could not be queued; please send it again", f.ID, corr))
+		return
+	}
+	rec.Context = ctx
+	start := time.Now()
+	c.g.producer.Produce(c.g.base, rec, func(_ *kgo.Record, err error) {
+		defer span.End()
+		if err != nil {
+			c.g.m.produce.WithLabelValues("error").Observe(time.Since(start).Seconds())
+			span.RecordError(err)
+			span.SetStatus(codes.Error, "produce failed")
+			c.g.log.ErrorContext(ctx, "message not queued", "message_id", env.ID, "error", err)
+			c.enqueue(c.errorFrame("message could not be queued; please send it again", f.ID, corr))
+			return
+		}
+		c.g.m.produce.WithLabelValues("ok").Observe(time.Since(start).Seconds())
+		c.g.m.accepted.Inc()
+		c.g.log.DebugContext(ctx, "message accepted", "message_id", env.ID)
+		c.enqueue(outFrame{typ: protocol.TypeAck, data: protocol.Encode(protocol.ServerFrame{
+			Type: protocol.TypeAck, ID: env.ID, ClientID: f.ID, CorrelationID: corr,
+			UserID: c.userID, Timestamp: protocol.FormatTime(env.Timestamp),
+		})})
+	})
+}
+
+func (c *conn) errorFrame(msg, clientID, corr string) outFrame {
+	f := protocol.ErrorFrame(c.userID, msg)
+	f.ClientID, f.CorrelationID = clientID, corr
+	return outFrame{typ: protocol.TypeError, data: protocol.Encode(f)}
+}
+
+// Deliver queues an answer published for this user (redisbus.Sink). It runs
+// on the hub's receive loop, so it never blocks.
+func (c *conn) Deliver(e *envelope.Envelope) {
+	parent := otel.GetTextMapPropagator().Extract(c.g.base, envelope.Carrier{E: e})
+	ctx := telemetry.WithCorrelationID(parent, e.CorrelationID)
+	_, span := c.g.tracer.Start(ctx, "chat.deliver", trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(telemetry.CorrelationAttr.String(e.CorrelationID),
+			attribute.String("messaging.message.id", e.ID), attribute.String("chat.reply_to", e.ReplyTo),
+			attribute.String("chat.instance", c.g.cfg.InstanceID)))
+	f := protocol.ServerFrame{
+		Type: e.Type, ID: e.ID, UserID: e.UserID, Timestamp: protocol.FormatTime(e.Timestamp),
+		ReplyTo: e.ReplyTo, ClientID: e.ClientID, CorrelationID: e.CorrelationID,
+	}
+	if e.Type == envelope.TypeError {
+		f.Message = e.Content
+	} else {
+		f.Content = e.Content
+	}
+	c.enqueue(outFrame{typ: e.Type, data: protocol.Encode(f), span: span, acceptedAt: e.AcceptedAt})
+}
+
+// enqueue hands f to the writer without blocking. A full queue means the
+// client does not keep up: it is closed (it can reconnect) rather than let
+// it hold memory or slow anyone else.
+func (c *conn) enqueue(f outFrame) {
+	select {
+	case <-c.done:
+		c.drop(f, "closed")
+		return
+	default:
+	}
+	select {
+	case c.send <- f:
+	default:
+		c.drop(f, "slow_consumer")
+		c.terminate(websocket.ClosePolicyViolation, "client too slow", "slow_consumer")
+	}
+}
+
+func (c *conn) drop(f outFrame, reason string) {
+	if f.data == nil {
+		return
+	}
+	c.g.m.dropped.WithLabelValues(reason).Inc()
+	if f.span != nil {
+		f.span.SetStatus(codes.Error, "not delivered: "+reason)
+		f.span.End()
+	}
+}
+
+// terminate starts closing the socket with code; the first reason wins.
+func (c *conn) terminate(code int, text, reason string) {
+	c.closeOnce.Do(func() {
+		c.closeCode, c.closeText, c.closeReason = code, text, reason
+		close(c.done)
+	})
+}
+
+// stopReading makes the socket refuse new messages (shutdown).
+func (c *conn) stopReading() { c.draining.Store(true) }
+
+// closeAfterQueue closes with code once the frames queued so far are written.
+func (c *conn) closeAfterQueue(code int, text, reason string) {
+	select {
+	case c.send <- outFrame{closeCode: code, closeText: text, closeReason: reason}:
+	default:
+		c.terminate(code, text, reason)
+	}
+}
+
+// abort closes the socket at once.
+func (c *conn) abort() {
+	c.terminate(websocket.CloseGoingAway, "server shutting down", "shutdown")
+	_ = c.ws.Close()
+}
+
+func (c *conn) writeLoop() {
+	defer close(c.writerDone)
+	ping := time.NewTicker(c.g.cfg.PingInterval)
+	defer ping.Stop()
+	for {
+		select {
+		case f := <-c.send:
+			if f.closeCode != 0 {
+				c.terminate(f.closeCode, f.closeText, f.closeReason)
+				continue
+			}
+			if err := c.write(f); err != nil {
+				c.drop(f, "write_error")
+				c.terminate(websocket.CloseAbnormalClosure, "", "write_error")
+				continue
+			}
+		case <-ping.C:
+			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.g.cfg.WriteTimeout)); err != nil {
+				c.terminate(websocket.CloseAbnormalClosure, "", "write_error")
+			}
+		case <-c.done:
+			if c.closeCode != websocket.CloseAbnormalClosure {
+				_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(c.closeCode, c.closeText), time.Now().Add(time.Second))
+			}
+			_ = c.ws.Close()
+			for {
+				select {
+				case f := <-c.send:
+					c.drop(f, "closed")
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+func (c *conn) write(f outFrame) error {
+	_ = c.ws.SetWriteDeadline(time.Now().Add(c.g.cfg.WriteTimeout))
+	if err := c.ws.WriteMessage(websocket.TextMessage, f.data); err != nil {
+		return err
+	}
+	c.g.m.frames.WithLabelValues("out", f.typ).Inc()
+	if !f.acceptedAt.IsZero() {
+		c.g.m.e2e.Observe(time.Since(f.acceptedAt).Seconds())
+	}
+	if f.span != nil {
+		f.span.End()
+	}
+	return nil
+}

@@ -1,0 +1,50 @@
+package gateway
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/chatrelay/chat/internal/telemetry"
+)
+
+type metrics struct {
+	open        prometheus.Gauge
+	connects    *prometheus.CounterVec
+	disconnects *prometheus.CounterVec
+	frames      *prometheus.CounterVec
+	accepted    prometheus.Counter
+	rejected    *prometheus.CounterVec
+	produce     *prometheus.HistogramVec
+	e2e         prometheus.Histogram
+	dropped     *prometheus.CounterVec
+	users       prometheus.GaugeFunc
+}
+
+func newMetrics(reg prometheus.Registerer, users func() float64) *metrics {
+	ns := telemetry.Namespace
+	m := &metrics{
+		open: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: "ws", Name: "connections",
+			Help: "Open WebSocket connections on this instance."}),
+		connects: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "ws", Name: "connects_total",
+			Help: "Connection attempts by outcome (accepted, unauthorized, bad_origin, unavailable, upgrade_failed, draining)."}, []string{"outcome"}),
+		disconnects: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "ws", Name: "disconnects_total",
+			Help: "Closed connections by reason (client_closed, read_error, too_big, pong_timeout, slow_consumer, write_error, shutdown)."}, []string{"reason"}),
+		frames: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "ws", Name: "frames_total",
+			Help: "Frames by direction (in, out) and type."}, []string{"direction", "type"}),
+		accepted: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "gateway", Name: "messages_accepted_total",
+			Help: "Client messages acknowledged by the broker."}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "gateway", Name: "messages_rejected_total",
+			Help: "Client frames refused, by reason."}, []string{"reason"}),
+		produce: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: "gateway", Name: "produce_seconds",
+			Help:    "Time from accepting a frame to the broker's acknowledgement, by outcome (ok, error).",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}, []string{"outcome"}),
+		e2e: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "end_to_end_latency_seconds",
+			Help:    "From accepting a message to writing its answer to the socket.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 1.5, 2, 3, 5, 10, 30, 60}}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "gateway", Name: "deliveries_dropped_total",
+			Help: "Answers not written to a socket, by reason (closed, slow_consumer, write_error)."}, []string{"reason"}),
+		users: prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: "gateway", Name: "subscribed_users",
+			Help: "Users with a live Redis subscription on this instance."}, users),
+	}
+	reg.MustRegister(m.open, m.connects, m.disconnects, m.frames, m.accepted, m.rejected, m.produce, m.e2e, m.dropped, m.users)
+	return m
+}

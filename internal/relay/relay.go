@@ -1,0 +1,152 @@
+// Package relay is the message-relay service: it consumes answers from the
+// responses topic and publishes each on its user's Redis channel, committing
+// a record only after Redis accepted it.
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/chatrelay/chat/internal/config"
+	"github.com/chatrelay/chat/internal/envelope"
+	"github.com/chatrelay/chat/internal/kafka"
+	"github.com/chatrelay/chat/internal/ops"
+	"github.com/chatrelay/chat/internal/redisbus"
+	"github.com/chatrelay/chat/internal/telemetry"
+)
+
+// Config is the relay's configuration.
+type Config struct {
+	Kafka       config.Kafka
+	Redis       config.Redis
+	Group       string        `env:"RELAY_GROUP" envDefault:"message-relay"`
+	MaxInFlight int           `env:"RELAY_MAX_IN_FLIGHT" envDefault:"1024"`
+	Drain       time.Duration `env:"RELAY_DRAIN_TIMEOUT" envDefault:"10s"`
+}
+
+// Validate checks the relay's settings.
+func (c Config) Validate() error {
+	if err := c.Kafka.Validate(); err != nil {
+		return err
+	}
+	if c.MaxInFlight < 1 {
+		return errors.New("RELAY_MAX_IN_FLIGHT: must be at least 1")
+	}
+	if c.Group == "" {
+		return errors.New("RELAY_GROUP: must not be empty")
+	}
+	return nil
+}
+
+// Relay is the running service.
+type Relay struct {
+	cfg      Config
+	log      *slog.Logger
+	rdb      redis.UniversalClient
+	producer *kgo.Client
+	consumer *kafka.Consumer
+
+	publishSeconds prometheus.Histogram
+	publishErrors  prometheus.Counter
+}
+
+// New connects the relay's clients and creates its topics when missing.
+func New(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Relay, error) {
+	brokers, err := kafka.ParseBrokers(cfg.Kafka.Bootstrap)
+	if err != nil {
+		return nil, err
+	}
+	rdb, err := redisbus.NewClient(cfg.Redis.URL)
+	if err != nil {
+		return nil, err
+	}
+	r := &Relay{cfg: cfg, log: log, rdb: rdb}
+	r.publishSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: telemetry.Namespace, Subsystem: "redis", Name: "publish_seconds",
+		Help:    "Latency of publishing an answer to its user's Redis channel.",
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
+	})
+	r.publishErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: telemetry.Namespace, Subsystem: "redis", Name: "publish_errors_total",
+		Help: "Failed publishes to Redis (each is retried).",
+	})
+	reg.MustRegister(r.publishSeconds, r.publishErrors)
+
+	cc := kafka.ClientConfig{Brokers: brokers, ClientID: "message-relay", Logger: log, Registerer: reg, Linger: cfg.Kafka.Linger}
+	r.producer, err = kafka.NewClient(cc)
+	if err != nil {
+		_ = rdb.Close()
+		return nil, err
+	}
+	if err := kafka.EnsureTopics(ctx, r.producer, cfg.Kafka.Partitions, cfg.Kafka.Replication,
+		kafka.TopicResponses, kafka.TopicResponses+kafka.DLQSuffix); err != nil {
+		r.closeClients()
+		return nil, err
+	}
+	h := kafka.Wrap(r.handle, kafka.ChainDeps{
+		Group: cfg.Group, Log: log, Metrics: kafka.NewHandlerMetrics(reg),
+		DLQ: r.producer, DLQCounter: kafka.NewDLQCounter(reg),
+	})
+	r.consumer, err = kafka.NewConsumer(kafka.ConsumerConfig{
+		Client: cc, Group: cfg.Group, Topics: []string{kafka.TopicResponses},
+		MaxInFlight: cfg.MaxInFlight, DrainTimeout: cfg.Drain,
+	}, h)
+	if err != nil {
+		r.closeClients()
+		return nil, err
+	}
+	return r, nil
+}
+
+// Checks are the relay's readiness checks.
+func (r *Relay) Checks() map[string]ops.Check {
+	return map[string]ops.Check{
+		"relay.kafka": func(ctx context.Context) error { return kafka.Ping(ctx, r.consumer.Client()) },
+		"relay.redis": func(ctx context.Context) error { return redisbus.Ping(ctx, r.rdb) },
+	}
+}
+
+// Run relays until ctx ends, then drains in order: the consumer finishes
+// and commits, then the producer flushes, then the clients close.
+func (r *Relay) Run(ctx context.Context) error {
+	err := r.consumer.Run(ctx)
+	fctx, cancel := context.WithTimeout(context.Background(), r.cfg.Drain)
+	defer cancel()
+	if ferr := r.producer.Flush(fctx); ferr != nil {
+		err = errors.Join(err, fmt.Errorf("relay: flush producer: %w", ferr))
+	}
+	r.closeClients()
+	return err
+}
+
+func (r *Relay) closeClients() {
+	r.producer.Close()
+	_ = r.rdb.Close()
+}
+
+// handle publishes one answer. A record that does not decode is permanent
+// (dead-lettered); a Redis failure is returned and retried.
+func (r *Relay) handle(ctx context.Context, rec *kgo.Record) error {
+	e, err := envelope.Unmarshal(rec.Value)
+	if err != nil {
+		return kafka.Permanent(fmt.Errorf("relay: %w", err))
+	}
+	if e.Type == envelope.TypeMessage {
+		return kafka.Permanent(fmt.Errorf("relay: %w: a user message on the responses topic", envelope.ErrInvalid))
+	}
+	start := time.Now()
+	if err := redisbus.Publish(ctx, r.rdb, e); err != nil {
+		r.publishErrors.Inc()
+		return err
+	}
+	r.publishSeconds.Observe(time.Since(start).Seconds())
+	r.log.DebugContext(ctx, "answer published", "response_id", e.ID, "reply_to", e.ReplyTo)
+	return nil
+}
