@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -24,6 +25,10 @@ type ConsumerConfig struct {
 	DrainTimeout time.Duration
 	// CommitInterval is how often marked offsets are committed.
 	CommitInterval time.Duration
+	// Lag, when set, receives the consumer lag of owned partitions every
+	// LagInterval (default 5s).
+	Lag         *prometheus.GaugeVec
+	LagInterval time.Duration
 }
 
 // Consumer reads a consumer group's topics and runs a Handler on each record.
@@ -92,6 +97,9 @@ func NewConsumer(cfg ConsumerConfig, h Handler) (*Consumer, error) {
 	if cfg.CommitInterval <= 0 {
 		cfg.CommitInterval = time.Second
 	}
+	if cfg.LagInterval <= 0 {
+		cfg.LagInterval = 5 * time.Second
+	}
 	log := cfg.Client.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -136,6 +144,14 @@ func (c *Consumer) Run(ctx context.Context) error {
 	// lets in-flight work finish instead of failing it.
 	procCtx, cancelProc := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelProc()
+	lagDone := make(chan struct{})
+	go func() {
+		defer close(lagDone)
+		if c.cfg.Lag != nil {
+			c.reportLag(ctx, c.cfg.Lag, c.cfg.LagInterval)
+		}
+	}()
+	defer func() { <-lagDone }()
 
 	for {
 		fetches := c.cl.PollRecords(ctx, c.cfg.MaxInFlight)
