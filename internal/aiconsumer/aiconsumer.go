@@ -64,9 +64,11 @@ func New(ctx context.Context, cfg Config, model llm.Model, log *slog.Logger, reg
 		s.producer.Close()
 		return nil, err
 	}
+	dlqCounter := kafka.NewDLQCounter(reg)
+	dlqCounter.WithLabelValues(kafka.TopicIncoming)
 	h := kafka.Wrap(s.handle, kafka.ChainDeps{
-		Group: cfg.Group, Log: log, Metrics: kafka.NewHandlerMetrics(reg),
-		DLQ: s.producer, DLQCounter: kafka.NewDLQCounter(reg),
+		Group: cfg.Group, Log: log, Metrics: kafka.NewHandlerMetrics(reg).Init(kafka.TopicIncoming),
+		DLQ: s.producer, DLQCounter: dlqCounter,
 	})
 	s.consumer, err = kafka.NewConsumer(kafka.ConsumerConfig{
 		Client: cc, Group: cfg.Group, Topics: []string{kafka.TopicIncoming},

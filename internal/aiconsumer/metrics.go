@@ -34,5 +34,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"type"}),
 	}
 	reg.MustRegister(m.requests, m.latency, m.tokens, m.answers)
+	for _, v := range []string{"ok", "rate_limited", "server", "client", "auth", "timeout", "transport", "canceled", "other"} {
+		m.requests.WithLabelValues(v)
+	}
+	m.tokens.WithLabelValues("prompt")
+	m.tokens.WithLabelValues("completion")
+	m.answers.WithLabelValues("response")
+	m.answers.WithLabelValues("error")
 	return m
 }

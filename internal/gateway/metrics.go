@@ -46,5 +46,24 @@ func newMetrics(reg prometheus.Registerer, users func() float64) *metrics {
 			Help: "Users with a live Redis subscription on this instance."}, users),
 	}
 	reg.MustRegister(m.open, m.connects, m.disconnects, m.frames, m.accepted, m.rejected, m.produce, m.e2e, m.dropped, m.users)
+	// Known label values start at zero so rates and alerts work before the
+	// first event of each kind.
+	for _, v := range []string{"accepted", "unauthorized", "bad_origin", "unavailable", "upgrade_failed", "draining"} {
+		m.connects.WithLabelValues(v)
+	}
+	for _, v := range []string{"client_closed", "read_error", "too_big", "pong_timeout", "slow_consumer", "write_error", "shutdown"} {
+		m.disconnects.WithLabelValues(v)
+	}
+	for _, v := range []string{"bad_json", "unknown_type", "empty_content", "content_too_long", "userid_mismatch", "invalid_text", "bad_id", "binary_frame", "draining"} {
+		m.rejected.WithLabelValues(v)
+	}
+	for _, v := range []string{"closed", "slow_consumer", "write_error", "invalid_payload"} {
+		m.dropped.WithLabelValues(v)
+	}
+	for _, v := range [][2]string{{"in", "message"}, {"in", "invalid"}, {"out", "ack"}, {"out", "response"}, {"out", "error"}} {
+		m.frames.WithLabelValues(v[0], v[1])
+	}
+	m.produce.WithLabelValues("ok")
+	m.produce.WithLabelValues("error")
 	return m
 }

@@ -37,6 +37,17 @@ func NewHandlerMetrics(reg prometheus.Registerer) *HandlerMetrics {
 	return m
 }
 
+// Init creates the series of topics at zero, so rates exist before traffic.
+func (m *HandlerMetrics) Init(topics ...string) *HandlerMetrics {
+	for _, t := range topics {
+		for _, o := range []string{"ok", "error", "canceled"} {
+			m.records.WithLabelValues(t, o)
+		}
+		m.duration.WithLabelValues(t)
+	}
+	return m
+}
+
 // Metrics counts each record's outcome and observes its handling time.
 func Metrics(m *HandlerMetrics) Middleware {
 	return func(next Handler) Handler {

@@ -90,9 +90,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 		r.closeClients()
 		return nil, err
 	}
+	dlqCounter := kafka.NewDLQCounter(reg)
+	dlqCounter.WithLabelValues(kafka.TopicResponses)
 	h := kafka.Wrap(r.handle, kafka.ChainDeps{
-		Group: cfg.Group, Log: log, Metrics: kafka.NewHandlerMetrics(reg),
-		DLQ: r.producer, DLQCounter: kafka.NewDLQCounter(reg),
+		Group: cfg.Group, Log: log, Metrics: kafka.NewHandlerMetrics(reg).Init(kafka.TopicResponses),
+		DLQ: r.producer, DLQCounter: dlqCounter,
 	})
 	r.consumer, err = kafka.NewConsumer(kafka.ConsumerConfig{
 		Client: cc, Group: cfg.Group, Topics: []string{kafka.TopicResponses},
