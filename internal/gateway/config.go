@@ -31,7 +31,9 @@ type Config struct {
 	// AllowedOrigins lists browser origins allowed besides the server's own.
 	AllowedOrigins []string `env:"WS_ALLOWED_ORIGINS" envSeparator:","`
 
-	Drain time.Duration `env:"GATEWAY_DRAIN_TIMEOUT" envDefault:"10s"`
+	// ProduceTimeout bounds the wait for the broker's ack of a message.
+	ProduceTimeout time.Duration `env:"GATEWAY_PRODUCE_TIMEOUT" envDefault:"15s"`
+	Drain          time.Duration `env:"GATEWAY_DRAIN_TIMEOUT" envDefault:"10s"`
 }
 
 // Validate checks the gateway's settings.
@@ -55,6 +57,8 @@ func (c *Config) Validate() error {
 		return errors.New("WS_PONG_TIMEOUT: must be longer than WS_PING_INTERVAL")
 	case c.WriteTimeout <= 0:
 		return errors.New("WS_WRITE_TIMEOUT: must be positive")
+	case c.ProduceTimeout <= 0:
+		return errors.New("GATEWAY_PRODUCE_TIMEOUT: must be positive")
 	case c.SendQueue < 1:
 		return errors.New("WS_SEND_QUEUE: must be at least 1")
 	}

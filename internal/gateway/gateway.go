@@ -84,6 +84,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 	g.hub.OnInvalid = func(error) { g.m.dropped.WithLabelValues("invalid_payload").Inc() }
 	g.producer, err = kafka.NewClient(kafka.ClientConfig{
 		Brokers: brokers, ClientID: "websocket-server-" + cfg.InstanceID, Logger: g.log, Registerer: reg, Linger: cfg.Kafka.Linger,
+		// A client waiting for its ack learns within this bound that the
+		// message was not taken, and can send it again.
+		DeliveryTimeout: cfg.ProduceTimeout,
 	})
 	if err != nil {
 		_ = g.rdb.Close()

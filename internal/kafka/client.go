@@ -39,6 +39,9 @@ type ClientConfig struct {
 	Registerer prometheus.Registerer
 	// Linger batches produced records for up to this long.
 	Linger time.Duration
+	// DeliveryTimeout bounds how long a produced record may wait for the
+	// broker; zero waits as long as the caller's context allows.
+	DeliveryTimeout time.Duration
 	// Role ("producer" or "consumer") labels the client's metrics, so a
 	// service's two clients do not collide in one registry.
 	Role string
@@ -77,9 +80,13 @@ func NewClient(cfg ClientConfig, extra ...kgo.Opt) (*kgo.Client, error) {
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.WithHooks(hooks...),
 		kgo.ProducerLinger(cfg.Linger),
-		kgo.RecordRetries(-1), // never drop a record on a transient error
 		kgo.ProduceRequestTimeout(10 * time.Second),
-		kgo.RetryTimeout(0), // retry requests until the caller's context ends
+	}
+	// Records are retried without limit by default (never dropped on a
+	// transient error); a delivery timeout turns a long outage into an
+	// error the caller can report instead of a silent wait.
+	if cfg.DeliveryTimeout > 0 {
+		opts = append(opts, kgo.RecordDeliveryTimeout(cfg.DeliveryTimeout))
 	}
 	if cfg.ClientID != "" {
 		opts = append(opts, kgo.ClientID(cfg.ClientID))

@@ -1,0 +1,125 @@
+package testinfra
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/chatrelay/chat/internal/auth"
+)
+
+// Frame is any server frame, decoded loosely so tests see exactly what the
+// server sent.
+type Frame struct {
+	Type          string `json:"type"`
+	ID            string `json:"id"`
+	Content       string `json:"content"`
+	Message       string `json:"message"`
+	UserID        string `json:"userid"`
+	Timestamp     string `json:"timestamp"`
+	ReplyTo       string `json:"reply_to"`
+	ClientID      string `json:"client_id"`
+	CorrelationID string `json:"correlation_id"`
+	Raw           string `json:"-"`
+}
+
+// ChatClient is a minimal WebSocket chat client for tests.
+type ChatClient struct {
+	Conn   *websocket.Conn
+	UserID string
+}
+
+// ChatURL builds the /ws URL for base (ws://host:port) with a fresh token.
+func ChatURL(base, secret, userID string) string {
+	tok, err := auth.Mint([]byte(secret), userID, time.Hour)
+	if err != nil {
+		panic(err)
+	}
+	return base + "/ws?userid=" + url.QueryEscape(userID) + "&token=" + url.QueryEscape(tok)
+}
+
+// DialChat connects userID to base (ws://host:port) with a token minted from
+// secret.
+func DialChat(t testing.TB, base, secret, userID string) *ChatClient {
+	t.Helper()
+	c, resp, err := websocket.DefaultDialer.Dial(ChatURL(base, secret, userID), nil)
+	if err != nil {
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+		}
+		t.Fatalf("dial %s as %s: %v (HTTP %d)", base, userID, err, status)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return &ChatClient{Conn: c, UserID: userID}
+}
+
+// DialStatus attempts a connection and returns the HTTP status of a refusal
+// (or 101 on success, closing the socket).
+func DialStatus(rawURL string, header http.Header) int {
+	c, resp, err := websocket.DefaultDialer.Dial(rawURL, header)
+	if err == nil {
+		_ = c.Close()
+		return http.StatusSwitchingProtocols
+	}
+	if resp == nil {
+		return 0
+	}
+	return resp.StatusCode
+}
+
+// Send sends a message frame with an optional client id.
+func (c *ChatClient) Send(content, clientID string) error {
+	f := map[string]string{"type": "message", "content": content, "userid": c.UserID}
+	if clientID != "" {
+		f["id"] = clientID
+	}
+	return c.Conn.WriteJSON(f)
+}
+
+// SendRaw sends an arbitrary text frame.
+func (c *ChatClient) SendRaw(data string) error {
+	return c.Conn.WriteMessage(websocket.TextMessage, []byte(data))
+}
+
+// Next reads one frame within timeout.
+func (c *ChatClient) Next(timeout time.Duration) (Frame, error) {
+	_ = c.Conn.SetReadDeadline(time.Now().Add(timeout))
+	_, data, err := c.Conn.ReadMessage()
+	if err != nil {
+		return Frame{}, err
+	}
+	var f Frame
+	if err := json.Unmarshal(data, &f); err != nil {
+		return Frame{}, fmt.Errorf("server sent invalid JSON %q: %w", data, err)
+	}
+	f.Raw = string(data)
+	return f, nil
+}
+
+// Expect reads frames until one of type typ arrives, failing the test on
+// timeout. Other frames are returned too, in order, for inspection.
+func (c *ChatClient) Expect(t testing.TB, typ string, timeout time.Duration) (Frame, []Frame) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var others []Frame
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			t.Fatalf("%s: no %q frame within %s (got %d others: %+v)", c.UserID, typ, timeout, len(others), others)
+		}
+		f, err := c.Next(left)
+		if err != nil {
+			t.Fatalf("%s: waiting for %q: %v (others: %+v)", c.UserID, typ, err, others)
+		}
+		if f.Type == typ {
+			return f, others
+		}
+		others = append(others, f)
+	}
+}

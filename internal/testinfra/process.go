@@ -1,0 +1,203 @@
+package testinfra
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	buildDir  string
+	buildErr  error
+)
+
+// RepoRoot is the module root (the directory holding go.mod).
+func RepoRoot(t testing.TB) string {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// BuildServices builds every binary under services/ once per test process
+// (with the race detector when the tests run with it) and returns the
+// directory holding them.
+func BuildServices(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		buildDir, buildErr = os.MkdirTemp("", "chat-bin-")
+		if buildErr != nil {
+			return
+		}
+		args := []string{"build", "-o", buildDir + "/"}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		args = append(args, "./services/...")
+		cmd := exec.Command("go", args...)
+		cmd.Dir = RepoRoot(t)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return buildDir
+}
+
+// Process is a service binary run by a test, with its output kept in a log
+// file and its lifecycle under the test's control.
+type Process struct {
+	t       testing.TB
+	Name    string
+	path    string
+	env     []string
+	ready   string
+	logPath string
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// StartProcess starts binary (a name in BuildServices' directory) with env
+// added to a minimal environment, and waits until readyURL (if any) answers
+// 200. The process is killed when the test ends.
+func StartProcess(t testing.TB, name, binary string, env []string, readyURL string) *Process {
+	t.Helper()
+	p := &Process{
+		t: t, Name: name, path: filepath.Join(BuildServices(t), binary), env: env, ready: readyURL,
+		logPath: filepath.Join(t.TempDir(), name+".log"),
+	}
+	t.Cleanup(func() {
+		p.Kill()
+		if t.Failed() {
+			t.Logf("---- %s log (last 4 KiB) ----\n%s", name, tail(p.Logs(), 4096))
+		}
+	})
+	p.Start()
+	return p
+}
+
+// Start starts (or restarts) the process and waits for readiness.
+func (p *Process) Start() {
+	p.t.Helper()
+	f, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	cmd := exec.Command(p.path)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, p.env...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		_ = f.Close()
+		p.t.Fatalf("start %s: %v", p.Name, err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); _ = f.Close(); close(done) }()
+	p.mu.Lock()
+	p.cmd, p.done = cmd, done
+	p.mu.Unlock()
+	if p.ready == "" {
+		return
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-done:
+			p.t.Fatalf("%s exited during start:\n%s", p.Name, tail(p.Logs(), 4096))
+		default:
+		}
+		resp, err := http.Get(p.ready)
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	p.t.Fatalf("%s not ready at %s within 30s:\n%s", p.Name, p.ready, tail(p.Logs(), 4096))
+}
+
+// Signal sends sig and waits up to timeout for the exit; it reports whether
+// the process exited in time.
+func (p *Process) Signal(sig os.Signal, timeout time.Duration) bool {
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	p.mu.Unlock()
+	if cmd == nil {
+		return true
+	}
+	_ = cmd.Process.Signal(sig)
+	select {
+	case <-done:
+		return true
+	case <-time.After(timeout):
+		return false
+	}
+}
+
+// Stop sends SIGTERM and waits (a graceful stop); after 30 s it kills.
+func (p *Process) Stop() {
+	if !p.Signal(syscall.SIGTERM, 30*time.Second) {
+		p.Kill()
+	}
+}
+
+// Kill sends SIGKILL and waits.
+func (p *Process) Kill() { p.Signal(syscall.SIGKILL, 10*time.Second) }
+
+// ExitCode is the exit code of the last run (-1 while running or killed).
+func (p *Process) ExitCode() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil || p.cmd.ProcessState == nil {
+		return -1
+	}
+	return p.cmd.ProcessState.ExitCode()
+}
+
+// Logs returns everything the process wrote so far.
+func (p *Process) Logs() string {
+	b, _ := os.ReadFile(p.logPath)
+	return string(b)
+}
+
+// WaitLog waits until the log contains substr.
+func (p *Process) WaitLog(ctx context.Context, substr string) error {
+	for {
+		if strings.Contains(p.Logs(), substr) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %q not logged: %w", p.Name, substr, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	b := []byte(s[len(s)-n:])
+	if i := bytes.IndexByte(b, '\n'); i >= 0 {
+		b = b[i+1:]
+	}
+	return string(b)
+}

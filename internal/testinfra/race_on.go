@@ -1,0 +1,5 @@
+//go:build race
+
+package testinfra
+
+const raceEnabled = true
