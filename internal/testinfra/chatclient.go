@@ -44,19 +44,28 @@ func ChatURL(base, secret, userID string) string {
 }
 
 // DialChat connects userID to base (ws://host:port) with a token minted from
-// secret.
+// secret, failing the test on error (call it from the test's goroutine).
 func DialChat(t testing.TB, base, secret, userID string) *ChatClient {
 	t.Helper()
+	c, err := Dial(base, secret, userID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Conn.Close() })
+	return c
+}
+
+// Dial connects userID to base; safe from any goroutine. The caller closes.
+func Dial(base, secret, userID string) (*ChatClient, error) {
 	c, resp, err := websocket.DefaultDialer.Dial(ChatURL(base, secret, userID), nil)
 	if err != nil {
 		status := 0
 		if resp != nil {
 			status = resp.StatusCode
 		}
-		t.Fatalf("dial %s as %s: %v (HTTP %d)", base, userID, err, status)
+		return nil, fmt.Errorf("dial %s as %s: %w (HTTP %d)", base, userID, err, status)
 	}
-	t.Cleanup(func() { _ = c.Close() })
-	return &ChatClient{Conn: c, UserID: userID}
+	return &ChatClient{Conn: c, UserID: userID}, nil
 }
 
 // DialStatus attempts a connection and returns the HTTP status of a refusal
