@@ -151,6 +151,19 @@ func (p *Process) Signal(sig os.Signal, timeout time.Duration) bool {
 	}
 }
 
+// Wait waits up to timeout for the process to exit by itself.
+func (p *Process) Wait(timeout time.Duration) bool {
+	p.mu.Lock()
+	done := p.done
+	p.mu.Unlock()
+	select {
+	case <-done:
+		return true
+	case <-time.After(timeout):
+		return false
+	}
+}
+
 // Stop sends SIGTERM and waits (a graceful stop); after 30 s it kills.
 func (p *Process) Stop() {
 	if !p.Signal(syscall.SIGTERM, 30*time.Second) {

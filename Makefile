@@ -1,0 +1,44 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+SHELL := /bin/bash
+GO    ?= go
+BIN   ?= bin
+
+# Debian packages the tests need: command → package.
+TEST_DEPS := redis-server:redis-server nginx:nginx-light kcat:kcat docker-compose:docker-compose \
+             promtool:prometheus prometheus-alertmanager:prometheus-alertmanager
+
+.PHONY: run test deps build vet token clean help
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+run: ## the whole system in one process: embedded broker and Redis, chat at http://localhost:8080
+	$(GO) run ./services/devstack
+
+test: deps vet ## install missing test servers, then vet and run every test with -race
+	$(GO) test -race -timeout 20m -count=1 ./...
+
+deps: ## install the Debian packages the tests need, when missing
+	@missing=""; \
+	for pair in $(TEST_DEPS); do \
+	  cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+	  if ! command -v $$cmd >/dev/null 2>&1 && [ ! -x /usr/sbin/$$cmd ] && [ ! -x /usr/bin/$$cmd ]; then missing="$$missing $$pkg"; fi; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make deps: installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then SUDO=sudo; fi; \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
+	  for svc in redis-server nginx prometheus prometheus-alertmanager; do $$SUDO service $$svc stop >/dev/null 2>&1 || true; done; \
+	else echo "make deps: all test servers present"; fi
+
+vet: ## go vet over everything
+	$(GO) vet ./...
+
+build: ## build every binary into ./bin
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./services/...
+
+token: ## mint a token for a user over AUTH_SECRET: make token U=alice [TTL=24h]
+	@$(GO) run ./services/devstack token -user "$(or $(U),demo)" -ttl "$(or $(TTL),24h)"
+
+clean:
+	rm -rf $(BIN)

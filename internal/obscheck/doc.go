@@ -1,0 +1,35 @@
+// Package obscheck holds the checks of the observability files at the repo
+// root: the Prometheus configuration (observability/prometheus), the alerting
+// and recording rules and their unit tests (alerts/), the Alertmanager
+// configuration (observability/alertmanager), the Grafana provisioning
+// (observability/grafana) and dashboards (dashboards/), the compose overlay
+// (docker-compose.observability.yml) and the runbooks (docs/runbooks.md).
+//
+// The checks are tests only:
+//
+//   - promtool_test.go runs `promtool check config` on a copy of
+//     prometheus.yml laid out as in the container, `promtool check rules`
+//     and `promtool test rules alerts/tests/*.yml`, and `amtool
+//     check-config` on the Alertmanager configuration.
+//   - promql_test.go parses every PromQL expression of the rules and the
+//     dashboards and checks that every metric it names is a recording rule
+//     or is exported by the running services: it builds and starts
+//     services/devstack, sends a little traffic through a WebSocket client
+//     and scrapes /metrics.
+//   - dashboards_test.go loads every dashboard as a dashboard model
+//     (datasources provisioned, targets, the correlation_id variable and the
+//     Tempo/Loki links, exemplars on latency panels, unique uids).
+//   - rules_test.go checks the rules' labels and annotations (severity,
+//     summary, description, a runbook_url whose anchor exists) and the
+//     overlay's wiring of the app services.
+//   - alert_e2e_test.go fires the real consumer-lag alert end to end: the
+//     devstack with a stalled model, a real prometheus scraping it every
+//     second with a test copy of the rule (derived from alerts/alerts.yml:
+//     shorter `for`, lower threshold), a real Alertmanager with the real
+//     routing, and a webhook receiver in the test.
+//
+// promtool, prometheus and alertmanager (Debian: packages prometheus and
+// prometheus-alertmanager, whose binary is prometheus-alertmanager) must be
+// on PATH: a missing one skips the test locally and fails it under CI=true
+// (testinfra.RequireBinary).
+package obscheck
