@@ -423,3 +423,6 @@ func provisionedDatasources(t testing.TB) map[string]string {
 	}
 	return out
 }
+
+// yamlUnmarshal decodes YAML (the promtool test files, provisioning files).
+func yamlUnmarshal(b []byte, v any) error { return yaml.Unmarshal(b, v) }
