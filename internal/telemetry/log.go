@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"strings"
 
+	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -18,15 +19,30 @@ type ctxKey int
 
 const correlationKey ctxKey = iota
 
-// WithCorrelationID returns a context whose log lines and spans carry id.
+// BaggageKey is the W3C baggage member that carries the correlation id
+// across process boundaries (Kafka headers), so spans that libraries start
+// from an extracted context (kotel's receive spans) get it too.
+const BaggageKey = "correlation_id"
+
+// WithCorrelationID returns a context whose log lines and spans carry id,
+// and whose outgoing propagation carries it as baggage.
 func WithCorrelationID(ctx context.Context, id string) context.Context {
-	return context.WithValue(ctx, correlationKey, id)
+	ctx = context.WithValue(ctx, correlationKey, id)
+	if m, err := baggage.NewMemberRaw(BaggageKey, id); err == nil {
+		if b, err := baggage.FromContext(ctx).SetMember(m); err == nil {
+			ctx = baggage.ContextWithBaggage(ctx, b)
+		}
+	}
+	return ctx
 }
 
-// CorrelationID returns the correlation id carried by ctx, if any.
+// CorrelationID returns the correlation id carried by ctx (set here or
+// received as baggage), if any.
 func CorrelationID(ctx context.Context) string {
-	id, _ := ctx.Value(correlationKey).(string)
-	return id
+	if id, ok := ctx.Value(correlationKey).(string); ok {
+		return id
+	}
+	return baggage.FromContext(ctx).Member(BaggageKey).Value()
 }
 
 // ParseLevel reads LOG_LEVEL values: debug, info, warn, error.

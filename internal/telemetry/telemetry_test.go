@@ -8,7 +8,9 @@ import (
 	"strings"
 	"testing"
 
+	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
 
 func TestLoggerAddsContextIDs(t *testing.T) {
@@ -93,5 +95,37 @@ func TestRegistryHasBuildInfo(t *testing.T) {
 	}
 	if !found {
 		t.Fatal("chat_build_info missing")
+	}
+}
+
+func TestCorrelationTravelsAsBaggageAndStampsSpans(t *testing.T) {
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+	rec := tracetest.NewSpanRecorder()
+	tp, err := NewTracerProvider(context.Background(), "svc", "v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp.RegisterSpanProcessor(rec)
+	ctx := WithCorrelationID(context.Background(), "corr-42")
+
+	// What a library does on the far side of a Kafka hop: extract from the
+	// headers into a fresh context and start a span there.
+	carrier := propagation.MapCarrier{}
+	Propagator.Inject(ctx, carrier)
+	far := Propagator.Extract(context.Background(), carrier)
+	if got := CorrelationID(far); got != "corr-42" {
+		t.Fatalf("correlation id across the hop: %q", got)
+	}
+	_, span := tp.Tracer("lib").Start(far, "receive")
+	span.End()
+	attrs := rec.Ended()[0].Attributes()
+	found := false
+	for _, a := range attrs {
+		if a.Key == CorrelationAttr && a.Value.AsString() == "corr-42" {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("span not stamped: %v", attrs)
 	}
 }

@@ -39,7 +39,7 @@ func NewTracerProvider(ctx context.Context, service, version string) (*sdktrace.
 	if err != nil && !errors.Is(err, resource.ErrSchemaURLConflict) {
 		return nil, fmt.Errorf("telemetry resource: %w", err)
 	}
-	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
+	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res), sdktrace.WithSpanProcessor(correlationProcessor{})}
 	if exporterConfigured() {
 		exp, err := newExporter(ctx)
 		if err != nil {
@@ -90,3 +90,17 @@ func SetCorrelation(ctx context.Context, id string) {
 		trace.SpanFromContext(ctx).SetAttributes(CorrelationAttr.String(id))
 	}
 }
+
+// correlationProcessor stamps every span started in a context that carries
+// a correlation id with it — including spans that instrumentation libraries
+// (kotel, redisotel) start — so a trace can be found by correlation id.
+type correlationProcessor struct{}
+
+func (correlationProcessor) OnStart(parent context.Context, s sdktrace.ReadWriteSpan) {
+	if id := CorrelationID(parent); id != "" {
+		s.SetAttributes(CorrelationAttr.String(id))
+	}
+}
+func (correlationProcessor) OnEnd(sdktrace.ReadOnlySpan)      {}
+func (correlationProcessor) Shutdown(context.Context) error   { return nil }
+func (correlationProcessor) ForceFlush(context.Context) error { return nil }
