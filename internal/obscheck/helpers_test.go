@@ -2,10 +2,8 @@ package obscheck
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -311,24 +309,6 @@ func startDevstack(t testing.TB, extra ...string) *devstack {
 	d.proc = startProc(t, "devstack", bin, nil, env)
 	waitHTTP(t, d.proc, "http://"+d.opsAddr+"/readyz", 60*time.Second)
 	return d
-}
-
-// dialTimeout is how long a test waits for a TCP dial.
-const dialTimeout = 5 * time.Second
-
-// waitTCP waits until addr accepts connections.
-func waitTCP(addr string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		c, err := net.DialTimeout("tcp", addr, dialTimeout)
-		if err == nil {
-			return c.Close()
-		}
-		if time.Now().After(deadline) {
-			return errors.New("no listener on " + addr)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // lines splits s into trimmed non-empty lines.
