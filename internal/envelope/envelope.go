@@ -44,6 +44,12 @@ type Envelope struct {
 	AcceptedAt  time.Time `json:"accepted_at,omitzero"`
 	TraceParent string    `json:"traceparent,omitempty"`
 	TraceState  string    `json:"tracestate,omitempty"`
+	// Question is the user's message an answer replies to, carried so the
+	// relay appends question and answer to the history together.
+	Question string `json:"question,omitempty"`
+	// Cursor is the answer's entry id in the user's history stream, set by
+	// the relay; clients resume from it.
+	Cursor string `json:"cursor,omitempty"`
 }
 
 // ErrInvalid marks an envelope that can never be processed (a poison record).

@@ -1,0 +1,66 @@
+package history
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/chatrelay/chat/internal/envelope"
+)
+
+func answerKey(user, messageID string) string { return "chat:{" + user + "}:answer:" + messageID }
+
+// Answers stores each message's answer under its message id, so that a
+// redelivered message reuses the answer instead of calling the model again
+// (which costs money) and keeps its response id.
+type Answers struct {
+	rdb redis.UniversalClient
+	ttl time.Duration
+}
+
+// NewAnswers keeps answers for ttl (longer than any redelivery can take).
+func NewAnswers(rdb redis.UniversalClient, ttl time.Duration) *Answers {
+	return &Answers{rdb: rdb, ttl: ttl}
+}
+
+// Get returns the stored answer to messageID, or nil.
+func (a *Answers) Get(ctx context.Context, user, messageID string) (*envelope.Envelope, error) {
+	b, err := a.rdb.Get(ctx, answerKey(user, messageID)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("answer lookup: %w", err)
+	}
+	e, err := envelope.Unmarshal(b)
+	if err != nil {
+		return nil, nil // a corrupt entry is ignored: the model answers again
+	}
+	return e, nil
+}
+
+// Put stores answer unless one is already there, and returns the answer that
+// wins: two consumers racing on one message end up producing the same one.
+func (a *Answers) Put(ctx context.Context, answer *envelope.Envelope) (*envelope.Envelope, error) {
+	stored := *answer
+	stored.TraceParent, stored.TraceState = "", ""
+	b, err := envelope.Marshal(&stored)
+	if err != nil {
+		return nil, err
+	}
+	ok, err := a.rdb.SetNX(ctx, answerKey(answer.UserID, answer.ReplyTo), b, a.ttl).Result()
+	if err != nil {
+		return nil, fmt.Errorf("answer store: %w", err)
+	}
+	if ok {
+		return answer, nil
+	}
+	prev, err := a.Get(ctx, answer.UserID, answer.ReplyTo)
+	if err != nil || prev == nil {
+		return answer, err
+	}
+	return prev, nil
+}

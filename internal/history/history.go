@@ -1,0 +1,243 @@
+// Package history keeps each user's conversation in a capped Redis Stream:
+// the relay appends every question and answer there before publishing, the
+// gateway replays it to reconnecting clients (resume), and the ai-consumer
+// reads it as the model's conversation memory.
+//
+// A stream entry id is the resume cursor. Every key of a user shares the
+// {userid} hash tag, so the scripts below touch one Cluster slot.
+package history
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/chatrelay/chat/internal/envelope"
+)
+
+// Config bounds the history.
+type Config struct {
+	MaxLen int64         `env:"HISTORY_MAX_LEN" envDefault:"200"`
+	TTL    time.Duration `env:"HISTORY_TTL" envDefault:"168h"`
+}
+
+// Validate checks the settings.
+func (c Config) Validate() error {
+	if c.MaxLen < 2 {
+		return errors.New("HISTORY_MAX_LEN: must be at least 2")
+	}
+	if c.TTL < time.Minute {
+		return errors.New("HISTORY_TTL: must be at least 1m")
+	}
+	return nil
+}
+
+// Keys of a user.
+func streamKey(user string) string    { return "chat:{" + user + "}:history" }
+func deliveredKey(user string) string { return "chat:{" + user + "}:delivered" }
+func appendedKey(user, responseID string) string {
+	return "chat:{" + user + "}:appended:" + responseID
+}
+
+// Store reads and writes histories.
+type Store struct {
+	rdb redis.UniversalClient
+	cfg Config
+}
+
+// New returns a store on rdb.
+func New(rdb redis.UniversalClient, cfg Config) *Store { return &Store{rdb: rdb, cfg: cfg} }
+
+// appendScript appends the question (if any) and the answer once per
+// response id: a redelivered answer gets back the cursor of its first
+// append, so a history never holds an answer twice.
+var appendScript = redis.NewScript(`
+local prev = redis.call('GET', KEYS[2])
+if prev then return prev end
+if ARGV[3] ~= '' then
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[3])
+end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[2], id, 'PX', ARGV[2])
+return id
+`)
+
+// Append stores answer (and the question it carries) in the user's history
+// and returns the answer's cursor.
+func (s *Store) Append(ctx context.Context, answer *envelope.Envelope) (string, error) {
+	question := ""
+	if answer.Question != "" {
+		q := &envelope.Envelope{
+			Type: envelope.TypeMessage, ID: answer.ReplyTo, UserID: answer.UserID, Content: answer.Question,
+			ClientID: answer.ClientID, CorrelationID: answer.CorrelationID, Timestamp: answer.AcceptedAt,
+		}
+		b, err := envelope.Marshal(q)
+		if err != nil {
+			return "", err
+		}
+		question = string(b)
+	}
+	stored := *answer
+	stored.Question, stored.Cursor, stored.TraceParent, stored.TraceState = "", "", "", ""
+	b, err := envelope.Marshal(&stored)
+	if err != nil {
+		return "", err
+	}
+	id, err := appendScript.Run(ctx, s.rdb,
+		[]string{streamKey(answer.UserID), appendedKey(answer.UserID, answer.ID)},
+		s.cfg.MaxLen, s.cfg.TTL.Milliseconds(), question, string(b)).Text()
+	if err != nil {
+		return "", fmt.Errorf("history append for %s: %w", answer.UserID, err)
+	}
+	return id, nil
+}
+
+// cursorRE is a Redis Stream entry id.
+var cursorRE = regexp.MustCompile(`^[0-9]{1,20}-[0-9]{1,20}$`)
+
+// ValidCursor reports whether c can be a resume cursor.
+func ValidCursor(c string) bool { return cursorRE.MatchString(c) }
+
+// Since returns up to limit answers (responses and errors) after cursor, in
+// order, each with its Cursor set. An empty cursor means from the start.
+func (s *Store) Since(ctx context.Context, user, cursor string, limit int64) ([]*envelope.Envelope, error) {
+	start := "-"
+	if cursor != "" {
+		if !ValidCursor(cursor) {
+			return nil, fmt.Errorf("invalid cursor %q", cursor)
+		}
+		start = "(" + cursor
+	}
+	msgs, err := s.rdb.XRangeN(ctx, streamKey(user), start, "+", limit).Result()
+	if err != nil {
+		return nil, fmt.Errorf("history read for %s: %w", user, err)
+	}
+	var out []*envelope.Envelope
+	for _, m := range msgs {
+		e := decode(m)
+		if e == nil || e.Type == envelope.TypeMessage {
+			continue
+		}
+		e.Cursor = m.ID
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// Recent returns the last n entries (questions and answers), oldest first,
+// for the model's conversation memory.
+func (s *Store) Recent(ctx context.Context, user string, n int64) ([]*envelope.Envelope, error) {
+	msgs, err := s.rdb.XRevRangeN(ctx, streamKey(user), "+", "-", n).Result()
+	if err != nil {
+		return nil, fmt.Errorf("history read for %s: %w", user, err)
+	}
+	out := make([]*envelope.Envelope, 0, len(msgs))
+	for i := len(msgs) - 1; i >= 0; i-- {
+		if e := decode(msgs[i]); e != nil {
+			e.Cursor = msgs[i].ID
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+func decode(m redis.XMessage) *envelope.Envelope {
+	raw, _ := m.Values["e"].(string)
+	e, err := envelope.Unmarshal([]byte(raw))
+	if err != nil {
+		return nil
+	}
+	return e
+}
+
+// markScript moves the delivered marker forward only.
+var markScript = redis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local cm, cs = string.match(cur, '^(%d+)-(%d+)$')
+  local nm, ns = string.match(ARGV[1], '^(%d+)-(%d+)$')
+  if cm and nm then
+    cm, cs, nm, ns = tonumber(cm), tonumber(cs), tonumber(nm), tonumber(ns)
+    if nm < cm or (nm == cm and ns <= cs) then return 0 end
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+`)
+
+// MarkDelivered records that the user's answers up to cursor reached a
+// socket, so a later connection without a cursor starts after it.
+func (s *Store) MarkDelivered(ctx context.Context, user, cursor string) error {
+	if err := markScript.Run(ctx, s.rdb, []string{deliveredKey(user)}, cursor, s.cfg.TTL.Milliseconds()).Err(); err != nil {
+		return fmt.Errorf("mark delivered for %s: %w", user, err)
+	}
+	return nil
+}
+
+// MarkDeliveredBatch records several users' markers in one round trip.
+func (s *Store) MarkDeliveredBatch(ctx context.Context, marks map[string]string) error {
+	if len(marks) == 0 {
+		return nil
+	}
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for user, cursor := range marks {
+			markScript.Run(ctx, p, []string{deliveredKey(user)}, cursor, s.cfg.TTL.Milliseconds())
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("mark delivered: %w", err)
+	}
+	return nil
+}
+
+// Delivered returns the user's delivered marker ("" when none).
+func (s *Store) Delivered(ctx context.Context, user string) (string, error) {
+	v, err := s.rdb.Get(ctx, deliveredKey(user)).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("delivered marker for %s: %w", user, err)
+	}
+	return v, nil
+}
+
+// CompareCursors orders two stream ids (-1, 0, 1); "" sorts first.
+func CompareCursors(a, b string) int {
+	am, as := splitCursor(a)
+	bm, bs := splitCursor(b)
+	switch {
+	case am != bm:
+		return cmp(am, bm)
+	default:
+		return cmp(as, bs)
+	}
+}
+
+func splitCursor(c string) (uint64, uint64) {
+	for i := 0; i < len(c); i++ {
+		if c[i] == '-' {
+			ms, _ := strconv.ParseUint(c[:i], 10, 64)
+			seq, _ := strconv.ParseUint(c[i+1:], 10, 64)
+			return ms, seq
+		}
+	}
+	return 0, 0
+}
+
+func cmp(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}

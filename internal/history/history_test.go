@@ -1,0 +1,143 @@
+package history
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/chatrelay/chat/internal/envelope"
+	"github.com/chatrelay/chat/internal/redisbus"
+	"github.com/chatrelay/chat/internal/testinfra"
+)
+
+func answer(user string, n int) *envelope.Envelope {
+	return &envelope.Envelope{
+		Type: envelope.TypeResponse, ID: fmt.Sprintf("r%d", n), ReplyTo: fmt.Sprintf("m%d", n), UserID: user,
+		Content: fmt.Sprintf("answer %d", n), Question: fmt.Sprintf("question %d", n), CorrelationID: "c",
+		Timestamp: time.Now().UTC(), AcceptedAt: time.Now().UTC(),
+	}
+}
+
+func TestHistory(t *testing.T) {
+	srv := testinfra.StartRedis(t)
+	rdb, err := redisbus.NewClient(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb.Close()
+	ctx := context.Background()
+	s := New(rdb, Config{MaxLen: 200, TTL: time.Hour})
+
+	var cursors []string
+	for i := 0; i < 5; i++ {
+		c, err := s.Append(ctx, answer("u1", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cursors = append(cursors, c)
+	}
+
+	t.Run("a redelivered answer is appended once and keeps its cursor", func(t *testing.T) {
+		c, err := s.Append(ctx, answer("u1", 2))
+		if err != nil || c != cursors[2] {
+			t.Fatalf("cursor %q (first %q) err %v", c, cursors[2], err)
+		}
+		all, _ := s.Since(ctx, "u1", "", 100)
+		if len(all) != 5 {
+			t.Fatalf("%d answers in history, want 5", len(all))
+		}
+	})
+
+	t.Run("since a cursor returns the later answers in order", func(t *testing.T) {
+		got, err := s.Since(ctx, "u1", cursors[1], 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 3 || got[0].ID != "r2" || got[2].ID != "r4" || got[0].Cursor != cursors[2] {
+			t.Fatalf("got %+v", got)
+		}
+		if _, err := s.Since(ctx, "u1", "nonsense", 10); err == nil {
+			t.Fatal("a bad cursor must be refused")
+		}
+	})
+
+	t.Run("recent holds questions and answers in order", func(t *testing.T) {
+		got, err := s.Recent(ctx, "u1", 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []string{"question 3", "answer 3", "question 4", "answer 4"}
+		for i, e := range got {
+			if e.Content != want[i] {
+				t.Fatalf("entry %d = %q, want %q", i, e.Content, want[i])
+			}
+		}
+	})
+
+	t.Run("delivered marker only moves forward", func(t *testing.T) {
+		if err := s.MarkDelivered(ctx, "u1", cursors[3]); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.MarkDeliveredBatch(ctx, map[string]string{"u1": cursors[1]}); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := s.Delivered(ctx, "u1"); got != cursors[3] {
+			t.Fatalf("marker %q, want %q", got, cursors[3])
+		}
+		if got, _ := s.Delivered(ctx, "nobody"); got != "" {
+			t.Fatalf("marker of unknown user %q", got)
+		}
+	})
+
+	t.Run("the stream is capped", func(t *testing.T) {
+		small := New(rdb, Config{MaxLen: 10, TTL: time.Hour})
+		for i := 0; i < 300; i++ {
+			if _, err := small.Append(ctx, answer("u2", i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		n, _ := rdb.XLen(ctx, streamKey("u2")).Result()
+		if n > 200 { // MAXLEN ~ trims in whole nodes
+			t.Fatalf("stream holds %d entries", n)
+		}
+	})
+}
+
+func TestAnswers(t *testing.T) {
+	srv := testinfra.StartRedis(t)
+	rdb, _ := redisbus.NewClient(srv.URL())
+	defer rdb.Close()
+	ctx := context.Background()
+	a := NewAnswers(rdb, time.Hour)
+	if got, err := a.Get(ctx, "u1", "m1"); got != nil || err != nil {
+		t.Fatalf("empty store returned %v %v", got, err)
+	}
+	first := answer("u1", 1)
+	if got, err := a.Put(ctx, first); err != nil || got.ID != "r1" {
+		t.Fatalf("%v %v", got, err)
+	}
+	second := answer("u1", 1)
+	second.ID = "r-other"
+	got, err := a.Put(ctx, second)
+	if err != nil || got.ID != "r1" {
+		t.Fatalf("racing answer won: %v %v", got, err)
+	}
+	if got, _ := a.Get(ctx, "u1", "m1"); got.ID != "r1" {
+		t.Fatalf("stored %v", got)
+	}
+}
+
+func TestCompareCursors(t *testing.T) {
+	tests := []struct {
+		a, b string
+		want int
+	}{
+		{"1-0", "1-0", 0}, {"1-0", "1-1", -1}, {"2-0", "1-9", 1}, {"", "0-1", -1}, {"1700000000000-5", "1700000000000-10", -1},
+	}
+	for _, tc := range tests {
+		if got := CompareCursors(tc.a, tc.b); got != tc.want {
+			t.Errorf("%s vs %s = %d", tc.a, tc.b, got)
+		}
+	}
+}
