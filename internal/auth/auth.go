@@ -1,10 +1,18 @@
 // Package auth checks the JWTs that open a chat connection and mints them
 // for local use.
+//
+// A Verifier accepts exactly one algorithm (HS256 by default, or RS256 or
+// ES256 with public keys from a PEM or JWKS file), requires exp, checks
+// nbf/iat with a leeway, iss and aud when configured, and requires sub to
+// equal the connection's userid. Several keys may be active at once, picked
+// by the token's kid, so keys can be rotated without refusing live clients.
+// Every refusal is an *Error with a bounded Reason for logs and metrics.
 package auth
 
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -15,17 +23,35 @@ import (
 // Reasons a token is refused; bounded, for logs and metrics. The client only
 // ever sees a bare 401.
 const (
-	ReasonMissing   = "missing"
-	ReasonMalformed = "malformed"
-	ReasonSignature = "signature"
-	ReasonExpired   = "expired"
-	ReasonNoExpiry  = "no_expiry"
-	ReasonSubject   = "subject"
-	ReasonAlgorithm = "algorithm"
-	ReasonNotYet    = "not_yet_valid"
-	ReasonUserID    = "bad_userid"
-	ReasonOther     = "invalid"
+	ReasonMissing    = "missing"
+	ReasonMalformed  = "malformed"
+	ReasonSignature  = "signature"
+	ReasonExpired    = "expired"
+	ReasonNoExpiry   = "no_expiry"
+	ReasonSubject    = "subject"
+	ReasonAlgorithm  = "algorithm"
+	ReasonNotYet     = "not_yet_valid"
+	ReasonUserID     = "bad_userid"
+	ReasonIssuer     = "issuer"
+	ReasonAudience   = "audience"
+	ReasonUnknownKey = "unknown_key"
+	ReasonOther      = "invalid"
 )
+
+// Reasons lists every Reason, e.g. to start a refusals counter at zero for
+// each label value.
+func Reasons() []string {
+	return []string{
+		ReasonMissing, ReasonMalformed, ReasonSignature, ReasonExpired, ReasonNoExpiry,
+		ReasonSubject, ReasonAlgorithm, ReasonNotYet, ReasonUserID, ReasonIssuer,
+		ReasonAudience, ReasonUnknownKey, ReasonOther,
+	}
+}
+
+// MaxTokenBytes bounds the token a Verifier looks at; longer is malformed.
+// nginx's large_client_header_buffers must leave room for it in the query
+// string.
+const MaxTokenBytes = 8192
 
 // Error is a refused token with its reason.
 type Error struct {
@@ -36,32 +62,46 @@ type Error struct {
 func (e *Error) Error() string { return "token refused (" + e.Reason + "): " + e.Err.Error() }
 func (e *Error) Unwrap() error { return e.Err }
 
-// Verifier checks HS256 tokens signed with a shared secret.
+// Verifier checks tokens of one algorithm against a set of keys.
 type Verifier struct {
-	secret []byte
-	leeway time.Duration
-	parser *jwt.Parser
+	method jwt.SigningMethod
+	// keys by kid; defaultKey (may be nil) serves tokens without a kid.
+	keys       map[string]any
+	defaultKey any
+	issuer     string
+	audience   []string
+	leeway     time.Duration
+	parser     *jwt.Parser
+	now        func() time.Time
 }
 
 // NewVerifier accepts only HS256 tokens signed with secret, with exp
-// required and a small clock skew allowed.
+// required and a small clock skew allowed. It is NewVerifierFromConfig with
+// a single secret and no issuer or audience.
 func NewVerifier(secret []byte, leeway time.Duration) (*Verifier, error) {
-	if len(secret) < 16 {
+	if len(secret) < MinSecretBytes {
 		return nil, errors.New("AUTH_SECRET: must be at least 16 bytes")
 	}
-	return &Verifier{
-		secret: secret,
-		leeway: leeway,
-		// The algorithm is checked in keyFunc rather than with
-		// WithValidMethods so that a wrong algorithm gets its own reason.
-		parser: jwt.NewParser(
-			jwt.WithExpirationRequired(),
-			jwt.WithLeeway(leeway),
-		),
-	}, nil
+	return newVerifier(jwt.SigningMethodHS256, nil, secret, "", nil, leeway), nil
 }
 
-// Verify checks that token is valid and was issued to userID.
+func newVerifier(m jwt.SigningMethod, keys map[string]any, def any, iss string, aud []string, leeway time.Duration) *Verifier {
+	return &Verifier{
+		method: m, keys: keys, defaultKey: def, issuer: iss, audience: aud, leeway: leeway,
+		// Claims are checked in Verify, in a fixed order, so that each
+		// refusal has one reason; the parser only checks the signature.
+		// The algorithm is checked in keyFunc rather than with
+		// WithValidMethods so that a wrong algorithm gets its own reason.
+		parser: jwt.NewParser(jwt.WithoutClaimsValidation()),
+		now:    time.Now,
+	}
+}
+
+// Algorithm is the only algorithm the verifier accepts ("HS256", …).
+func (v *Verifier) Algorithm() string { return v.method.Alg() }
+
+// Verify checks that token is valid and was issued to userID. A refusal is
+// always an *Error.
 func (v *Verifier) Verify(token, userID string) error {
 	if token == "" {
 		return &Error{ReasonMissing, errors.New("no token")}
@@ -69,59 +109,91 @@ func (v *Verifier) Verify(token, userID string) error {
 	if !ValidUserID(userID) {
 		return &Error{ReasonUserID, errors.New("userid must be 1-64 characters of [A-Za-z0-9._:-]")}
 	}
+	if len(token) > MaxTokenBytes {
+		return &Error{ReasonMalformed, fmt.Errorf("token longer than %d bytes", MaxTokenBytes)}
+	}
 	var claims jwt.RegisteredClaims
-	_, err := v.parser.ParseWithClaims(token, &claims, v.keyFunc)
-	if err != nil {
+	if _, err := v.parser.ParseWithClaims(token, &claims, v.keyFunc); err != nil {
 		return &Error{reason(err), err}
 	}
-	if claims.Subject != userID {
+	return v.checkClaims(&claims, userID)
+}
+
+// checkClaims runs after the signature verified, so its reasons describe a
+// genuine token that is not (or no longer) good for this connection.
+func (v *Verifier) checkClaims(c *jwt.RegisteredClaims, userID string) error {
+	now := v.now()
+	switch {
+	case c.ExpiresAt == nil:
+		return &Error{ReasonNoExpiry, errors.New("exp is required")}
+	case !now.Before(c.ExpiresAt.Add(v.leeway)):
+		return &Error{ReasonExpired, errors.New("token is expired")}
+	case c.NotBefore != nil && now.Add(v.leeway).Before(c.NotBefore.Time):
+		return &Error{ReasonNotYet, errors.New("token is not valid yet (nbf)")}
+	case c.IssuedAt != nil && now.Add(v.leeway).Before(c.IssuedAt.Time):
+		return &Error{ReasonNotYet, errors.New("token was issued in the future (iat)")}
+	case v.issuer != "" && c.Issuer != v.issuer:
+		return &Error{ReasonIssuer, errors.New("iss is not the configured issuer")}
+	case len(v.audience) > 0 && !slices.ContainsFunc(c.Audience, func(a string) bool { return slices.Contains(v.audience, a) }):
+		return &Error{ReasonAudience, errors.New("aud does not name this service")}
+	case c.Subject != userID:
 		return &Error{ReasonSubject, errors.New("sub does not match userid")}
 	}
 	return nil
 }
 
-var errAlgorithm = errors.New("only HS256 tokens are accepted")
+var (
+	errAlgorithm  = errors.New("algorithm not accepted")
+	errUnknownKey = errors.New("no key for this token")
+)
 
 func (v *Verifier) keyFunc(t *jwt.Token) (any, error) {
-	if t.Method != jwt.SigningMethodHS256 {
+	// Pointer identity with the one configured method: "none", another
+	// HMAC size or an RSA/HMAC confusion can never get a key.
+	if t.Method != v.method {
 		return nil, errAlgorithm
 	}
-	return v.secret, nil
+	kidv, hasKID := t.Header["kid"]
+	// Without any kid'ed key (one plain secret, one PEM key) the kid is
+	// irrelevant: there is only one key to try.
+	if len(v.keys) == 0 {
+		if v.defaultKey == nil {
+			return nil, errUnknownKey
+		}
+		return v.defaultKey, nil
+	}
+	if !hasKID {
+		if v.defaultKey == nil {
+			return nil, errUnknownKey
+		}
+		return v.defaultKey, nil
+	}
+	kid, ok := kidv.(string)
+	if !ok {
+		return nil, errUnknownKey
+	}
+	if k, ok := v.keys[kid]; ok {
+		return k, nil
+	}
+	return nil, errUnknownKey
 }
 
 func reason(err error) string {
 	switch {
 	case errors.Is(err, errAlgorithm):
 		return ReasonAlgorithm
+	case errors.Is(err, errUnknownKey):
+		return ReasonUnknownKey
 	case errors.Is(err, jwt.ErrTokenMalformed):
 		return ReasonMalformed
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
 		return ReasonSignature
-	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
-		return ReasonNoExpiry
-	case errors.Is(err, jwt.ErrTokenExpired):
-		return ReasonExpired
-	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
-		return ReasonNotYet
+	case errors.Is(err, jwt.ErrTokenUnverifiable):
+		// An alg the library does not know, or none at all.
+		return ReasonAlgorithm
 	default:
 		return ReasonOther
 	}
-}
-
-// Mint signs an HS256 token for userID valid for ttl — for local use and
-// tests; production tokens come from the identity provider.
-func Mint(secret []byte, userID string, ttl time.Duration) (string, error) {
-	now := time.Now()
-	t := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{
-		Subject:   userID,
-		IssuedAt:  jwt.NewNumericDate(now),
-		ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
-	})
-	s, err := t.SignedString(secret)
-	if err != nil {
-		return "", fmt.Errorf("sign token: %w", err)
-	}
-	return s, nil
 }
 
 // ValidUserID bounds user ids to characters that are safe in Redis keys
