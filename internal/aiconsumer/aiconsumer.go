@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -18,10 +19,12 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/chatrelay/chat/internal/envelope"
+	"github.com/chatrelay/chat/internal/history"
 	"github.com/chatrelay/chat/internal/ids"
 	"github.com/chatrelay/chat/internal/kafka"
 	"github.com/chatrelay/chat/internal/llm"
 	"github.com/chatrelay/chat/internal/ops"
+	"github.com/chatrelay/chat/internal/redisbus"
 )
 
 // FailureMessage is what a user is told when their message cannot be
@@ -33,6 +36,9 @@ type Service struct {
 	cfg      Config
 	log      *slog.Logger
 	model    llm.Model
+	rdb      redis.UniversalClient
+	history  *history.Store
+	answers  *history.Answers
 	producer *kgo.Client
 	consumer *kafka.Consumer
 	m        *metrics
@@ -53,15 +59,24 @@ func New(ctx context.Context, cfg Config, model llm.Model, log *slog.Logger, reg
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, log: log, model: model, m: newMetrics(reg), tracer: otel.Tracer("github.com/chatrelay/chat/internal/aiconsumer")}
+	rdb, err := redisbus.NewClient(cfg.Redis.URL)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{
+		cfg: cfg, log: log, model: model, m: newMetrics(reg), rdb: rdb,
+		history: history.New(rdb, cfg.History), answers: history.NewAnswers(rdb, cfg.AnswerTTL),
+		tracer: otel.Tracer("github.com/chatrelay/chat/internal/aiconsumer"),
+	}
 	cc := kafka.ClientConfig{Brokers: brokers, ClientID: "ai-consumer", Logger: log, Registerer: reg, Linger: cfg.Kafka.Linger}
 	s.producer, err = kafka.NewClient(cc)
 	if err != nil {
+		_ = rdb.Close()
 		return nil, err
 	}
 	if err := kafka.EnsureTopics(ctx, s.producer, cfg.Kafka.Partitions, cfg.Kafka.Replication,
 		kafka.TopicIncoming, kafka.TopicIncoming+kafka.DLQSuffix, kafka.TopicResponses); err != nil {
-		s.producer.Close()
+		s.closeClients()
 		return nil, err
 	}
 	dlqCounter := kafka.NewDLQCounter(reg)
@@ -75,7 +90,7 @@ func New(ctx context.Context, cfg Config, model llm.Model, log *slog.Logger, reg
 		MaxInFlight: cfg.MaxInFlight, DrainTimeout: cfg.Drain, Lag: kafka.NewLagGauge(reg),
 	}, h)
 	if err != nil {
-		s.producer.Close()
+		s.closeClients()
 		return nil, err
 	}
 	log.Info("ai-consumer model", "model", model.Name(), "offline", cfg.Offline)
@@ -86,6 +101,7 @@ func New(ctx context.Context, cfg Config, model llm.Model, log *slog.Logger, reg
 func (s *Service) Checks() map[string]ops.Check {
 	return map[string]ops.Check{
 		"ai-consumer.kafka": func(ctx context.Context) error { return kafka.Ping(ctx, s.consumer.Client()) },
+		"ai-consumer.redis": func(ctx context.Context) error { return redisbus.Ping(ctx, s.rdb) },
 	}
 }
 
@@ -98,8 +114,13 @@ func (s *Service) Run(ctx context.Context) error {
 	if ferr := s.producer.Flush(fctx); ferr != nil {
 		err = errors.Join(err, fmt.Errorf("ai-consumer: flush producer: %w", ferr))
 	}
-	s.producer.Close()
+	s.closeClients()
 	return err
+}
+
+func (s *Service) closeClients() {
+	s.producer.Close()
+	_ = s.rdb.Close()
 }
 
 func (s *Service) handle(ctx context.Context, rec *kgo.Record) error {
@@ -110,29 +131,23 @@ func (s *Service) handle(ctx context.Context, rec *kgo.Record) error {
 	if in.Type != envelope.TypeMessage {
 		return kafka.Permanent(fmt.Errorf("ai-consumer: %w: %s on the incoming topic", envelope.ErrInvalid, in.Type))
 	}
-	out := &envelope.Envelope{
-		Type:          envelope.TypeResponse,
-		ID:            ids.New(),
-		ReplyTo:       in.ID,
-		UserID:        in.UserID,
-		ClientID:      in.ClientID,
-		CorrelationID: in.CorrelationID,
-		AcceptedAt:    in.Timestamp,
-	}
-	resp, err := s.complete(ctx, in)
-	switch {
-	case err == nil:
-		out.Content = resp.Content
-	case llm.IsPermanent(err):
-		// The user gets an error frame instead of silence; the message is
-		// done. Details are logged here, once.
-		s.log.ErrorContext(ctx, "model refused the request", "message_id", in.ID, "error", err)
-		out.Type = envelope.TypeError
-		out.Content = FailureMessage
-	default:
+	// A redelivered message reuses its stored answer: the model is called at
+	// most once per message id, and the response id stays the same.
+	out, err := s.answers.Get(ctx, in.UserID, in.ID)
+	if err != nil {
 		return err
 	}
-	out.Timestamp = time.Now().UTC()
+	if out != nil {
+		s.m.reused.Inc()
+		s.log.InfoContext(ctx, "reusing the stored answer of a redelivered message", "message_id", in.ID, "response_id", out.ID)
+	} else {
+		if out, err = s.answer(ctx, in); err != nil {
+			return err
+		}
+		if out, err = s.answers.Put(ctx, out); err != nil {
+			return err
+		}
+	}
 	r, err := kafka.EnvelopeRecord(kafka.TopicResponses, out)
 	if err != nil {
 		return err
@@ -146,8 +161,81 @@ func (s *Service) handle(ctx context.Context, rec *kgo.Record) error {
 	return nil
 }
 
+// answer asks the model, with the user's recent history as context, and
+// builds the answer envelope; a permanent model failure becomes an error
+// answer for the user. Transient failures are returned for retry.
+func (s *Service) answer(ctx context.Context, in *envelope.Envelope) (*envelope.Envelope, error) {
+	memory, err := s.memory(ctx, in.UserID)
+	if err != nil {
+		return nil, err
+	}
+	out := &envelope.Envelope{
+		Type:          envelope.TypeResponse,
+		ID:            ids.New(),
+		ReplyTo:       in.ID,
+		UserID:        in.UserID,
+		ClientID:      in.ClientID,
+		CorrelationID: in.CorrelationID,
+		AcceptedAt:    in.Timestamp,
+		Question:      in.Content,
+	}
+	msgs := make([]llm.Message, 0, len(memory)+2)
+	msgs = append(msgs, llm.Message{Role: llm.RoleSystem, Content: s.cfg.SystemPrompt})
+	msgs = append(msgs, memory...)
+	msgs = append(msgs, llm.Message{Role: llm.RoleUser, Content: in.Content})
+	resp, err := s.complete(ctx, in, llm.Request{Messages: msgs})
+	switch {
+	case err == nil:
+		out.Content = resp.Content
+	case llm.IsPermanent(err):
+		// The user gets an error frame instead of silence; the message is
+		// done. Details are logged here, once.
+		s.log.ErrorContext(ctx, "model refused the request", "message_id", in.ID, "error", err)
+		out.Type = envelope.TypeError
+		out.Content = FailureMessage
+	default:
+		return nil, err
+	}
+	out.Timestamp = time.Now().UTC()
+	return out, nil
+}
+
+// memory turns the user's recent history into conversation turns, newest
+// kept first within the character budget, so the chat is a conversation.
+func (s *Service) memory(ctx context.Context, user string) ([]llm.Message, error) {
+	if s.cfg.MemoryTurns == 0 {
+		return nil, nil
+	}
+	entries, err := s.history.Recent(ctx, user, int64(2*s.cfg.MemoryTurns))
+	if err != nil {
+		return nil, err
+	}
+	budget := s.cfg.MemoryChars
+	start := len(entries)
+	for i := len(entries) - 1; i >= 0; i-- {
+		if budget -= len(entries[i].Content); budget < 0 {
+			break
+		}
+		start = i
+	}
+	out := make([]llm.Message, 0, len(entries)-start)
+	for _, e := range entries[start:] {
+		switch e.Type {
+		case envelope.TypeMessage:
+			out = append(out, llm.Message{Role: llm.RoleUser, Content: e.Content})
+		case envelope.TypeResponse:
+			out = append(out, llm.Message{Role: llm.RoleAssistant, Content: e.Content})
+		}
+	}
+	// A conversation sent to the model starts with the user.
+	for len(out) > 0 && out[0].Role != llm.RoleUser {
+		out = out[1:]
+	}
+	return out, nil
+}
+
 // complete asks the model inside a GenAI client span.
-func (s *Service) complete(ctx context.Context, in *envelope.Envelope) (llm.Response, error) {
+func (s *Service) complete(ctx context.Context, in *envelope.Envelope, req llm.Request) (llm.Response, error) {
 	ctx, span := s.tracer.Start(ctx, "chat "+s.model.Name(), trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithAttributes(
 			attribute.String("gen_ai.operation.name", "chat"),
@@ -157,10 +245,6 @@ func (s *Service) complete(ctx context.Context, in *envelope.Envelope) (llm.Resp
 			attribute.Int("retry.attempt", kafka.Attempt(ctx)),
 		))
 	defer span.End()
-	req := llm.Request{Messages: []llm.Message{
-		{Role: llm.RoleSystem, Content: s.cfg.SystemPrompt},
-		{Role: llm.RoleUser, Content: in.Content},
-	}}
 	start := time.Now()
 	resp, err := s.model.Complete(ctx, req)
 	s.m.latency.Observe(time.Since(start).Seconds())

@@ -6,11 +6,22 @@ import (
 	"time"
 
 	"github.com/chatrelay/chat/internal/config"
+	"github.com/chatrelay/chat/internal/history"
 )
 
 // Config is the ai-consumer's configuration.
 type Config struct {
-	Kafka config.Kafka
+	Kafka   config.Kafka
+	Redis   config.Redis
+	History history.Config
+
+	// MemoryTurns is how many earlier question/answer pairs go to the model
+	// as context; MemoryChars bounds their total size.
+	MemoryTurns int `env:"HISTORY_CONTEXT_TURNS" envDefault:"10"`
+	MemoryChars int `env:"HISTORY_CONTEXT_CHARS" envDefault:"12000"`
+	// AnswerTTL is how long an answer is kept under its message id for
+	// redeliveries.
+	AnswerTTL time.Duration `env:"AI_ANSWER_TTL" envDefault:"24h"`
 
 	APIKey       string        `env:"OPENAI_API_KEY" secret:"true"`
 	BaseURL      string        `env:"OPENAI_BASE_URL" envDefault:"https://api.openai.com/v1"`
@@ -31,6 +42,17 @@ type Config struct {
 func (c Config) Validate() error {
 	if err := c.Kafka.Validate(); err != nil {
 		return err
+	}
+	if err := c.History.Validate(); err != nil {
+		return err
+	}
+	switch {
+	case c.MemoryTurns < 0:
+		return errors.New("HISTORY_CONTEXT_TURNS: must not be negative")
+	case c.MemoryChars < 0:
+		return errors.New("HISTORY_CONTEXT_CHARS: must not be negative")
+	case c.AnswerTTL < time.Minute:
+		return errors.New("AI_ANSWER_TTL: must be at least 1m")
 	}
 	if !c.Offline {
 		if c.APIKey == "" {

@@ -11,6 +11,7 @@ type metrics struct {
 	latency  prometheus.Histogram
 	tokens   *prometheus.CounterVec
 	answers  *prometheus.CounterVec
+	reused   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -33,7 +34,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Answers produced to the responses topic, by type (response, error).",
 		}, []string{"type"}),
 	}
-	reg.MustRegister(m.requests, m.latency, m.tokens, m.answers)
+	m.reused = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: telemetry.Namespace, Subsystem: "ai", Name: "answers_reused_total",
+		Help: "Redelivered messages answered from the stored answer instead of calling the model again.",
+	})
+	reg.MustRegister(m.requests, m.latency, m.tokens, m.answers, m.reused)
 	for _, v := range []string{"ok", "rate_limited", "server", "client", "auth", "timeout", "transport", "canceled", "other"} {
 		m.requests.WithLabelValues(v)
 	}

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -25,6 +26,7 @@ import (
 // Frame types.
 const (
 	TypeMessage  = "message"
+	TypeResume   = "resume"
 	TypeAck      = "ack"
 	TypeResponse = "response"
 	TypeError    = "error"
@@ -43,6 +45,8 @@ type ClientFrame struct {
 	UserID        string `json:"userid"`
 	ID            string `json:"id,omitempty"`
 	CorrelationID string `json:"correlation_id,omitempty"`
+	// Cursor (resume frames) is the cursor of the last answer the client saw.
+	Cursor string `json:"cursor,omitempty"`
 }
 
 // ServerFrame is what the server sends; unused fields are omitted.
@@ -56,6 +60,9 @@ type ServerFrame struct {
 	ReplyTo       string `json:"reply_to,omitempty"`
 	ClientID      string `json:"client_id,omitempty"`
 	CorrelationID string `json:"correlation_id,omitempty"`
+	// Cursor is the answer's position in the user's history: reconnect with
+	// it (resume) to get everything after it.
+	Cursor string `json:"cursor,omitempty"`
 }
 
 // Reason is a bounded label for why a frame was rejected (used in metrics).
@@ -70,6 +77,7 @@ const (
 	ReasonUserMismatch   Reason = "userid_mismatch"
 	ReasonInvalidText    Reason = "invalid_text"
 	ReasonBadID          Reason = "bad_id"
+	ReasonBadCursor      Reason = "bad_cursor"
 )
 
 // Error is a rejected client frame: Message is safe to send to the client.
@@ -105,14 +113,26 @@ func DecodeClientFrame(data []byte, userID string, lim Limits) (ClientFrame, err
 	if dec.More() {
 		return ClientFrame{}, reject(ReasonBadJSON, "invalid JSON frame: trailing data after the object")
 	}
-	if f.Type != TypeMessage {
-		if f.Type == "" {
-			return f, reject(ReasonUnknownType, "missing frame type")
+	switch f.Type {
+	case TypeMessage:
+	case TypeResume:
+		if f.UserID != userID {
+			return f, reject(ReasonUserMismatch, "userid does not match the connection")
 		}
+		if !ValidCursor(f.Cursor) {
+			return f, reject(ReasonBadCursor, "cursor must be the cursor of an answer (digits-digits)")
+		}
+		return f, nil
+	case "":
+		return f, reject(ReasonUnknownType, "missing frame type")
+	default:
 		return f, reject(ReasonUnknownType, "unknown frame type %q", truncate(f.Type, 32))
 	}
 	if f.UserID != userID {
 		return f, reject(ReasonUserMismatch, "userid does not match the connection")
+	}
+	if f.Cursor != "" {
+		return f, reject(ReasonBadJSON, "cursor belongs in a resume frame")
 	}
 	if len(bytes.TrimSpace([]byte(f.Content))) == 0 {
 		return f, reject(ReasonEmptyContent, "content is empty")
@@ -127,6 +147,21 @@ func DecodeClientFrame(data []byte, userID string, lim Limits) (ClientFrame, err
 		return f, reject(ReasonBadID, "id must be 1-64 characters of [A-Za-z0-9._:-]")
 	}
 	return f, nil
+}
+
+// ValidCursor reports whether c has the shape of a history cursor (a Redis
+// Stream entry id).
+func ValidCursor(c string) bool {
+	i := strings.IndexByte(c, '-')
+	if i < 1 || i > 20 || len(c)-i-1 < 1 || len(c)-i-1 > 20 {
+		return false
+	}
+	for j := 0; j < len(c); j++ {
+		if j != i && (c[j] < '0' || c[j] > '9') {
+			return false
+		}
+	}
+	return true
 }
 
 // jsonProblem describes a decode error without echoing client data back.

@@ -32,6 +32,11 @@ func TestDecodeClientFrame(t *testing.T) {
 		{"control char", `{"type":"message","content":"a\u0007b","userid":"u1"}`, ReasonInvalidText},
 		{"invalid utf8", "{\"type\":\"message\",\"content\":\"\xff\",\"userid\":\"u1\"}", ReasonInvalidText},
 		{"bad client id", `{"type":"message","content":"hi","userid":"u1","id":"a b"}`, ReasonBadID},
+		{"resume", `{"type":"resume","cursor":"1732000000000-0","userid":"u1"}`, ""},
+		{"resume bad cursor", `{"type":"resume","cursor":"abc","userid":"u1"}`, ReasonBadCursor},
+		{"resume no cursor", `{"type":"resume","userid":"u1"}`, ReasonBadCursor},
+		{"resume spoofed", `{"type":"resume","cursor":"1-0","userid":"u2"}`, ReasonUserMismatch},
+		{"cursor on a message", `{"type":"message","content":"hi","cursor":"1-0","userid":"u1"}`, ReasonBadJSON},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -40,7 +45,7 @@ func TestDecodeClientFrame(t *testing.T) {
 				if err != nil {
 					t.Fatalf("unexpected error: %v", err)
 				}
-				if f.Type != TypeMessage || f.UserID != "u1" {
+				if (f.Type != TypeMessage && f.Type != TypeResume) || f.UserID != "u1" {
 					t.Fatalf("bad frame %+v", f)
 				}
 				return

@@ -16,6 +16,7 @@ import (
 
 	"github.com/chatrelay/chat/internal/config"
 	"github.com/chatrelay/chat/internal/envelope"
+	"github.com/chatrelay/chat/internal/history"
 	"github.com/chatrelay/chat/internal/kafka"
 	"github.com/chatrelay/chat/internal/ops"
 	"github.com/chatrelay/chat/internal/redisbus"
@@ -26,6 +27,7 @@ import (
 type Config struct {
 	Kafka       config.Kafka
 	Redis       config.Redis
+	History     history.Config
 	Group       string        `env:"RELAY_GROUP" envDefault:"message-relay"`
 	MaxInFlight int           `env:"RELAY_MAX_IN_FLIGHT" envDefault:"1024"`
 	Drain       time.Duration `env:"RELAY_DRAIN_TIMEOUT" envDefault:"10s"`
@@ -34,6 +36,9 @@ type Config struct {
 // Validate checks the relay's settings.
 func (c Config) Validate() error {
 	if err := c.Kafka.Validate(); err != nil {
+		return err
+	}
+	if err := c.History.Validate(); err != nil {
 		return err
 	}
 	if c.MaxInFlight < 1 {
@@ -50,6 +55,7 @@ type Relay struct {
 	cfg      Config
 	log      *slog.Logger
 	rdb      redis.UniversalClient
+	history  *history.Store
 	producer *kgo.Client
 	consumer *kafka.Consumer
 
@@ -67,7 +73,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 	if err != nil {
 		return nil, err
 	}
-	r := &Relay{cfg: cfg, log: log, rdb: rdb}
+	r := &Relay{cfg: cfg, log: log, rdb: rdb, history: history.New(rdb, cfg.History)}
 	r.publishSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Namespace: telemetry.Namespace, Subsystem: "redis", Name: "publish_seconds",
 		Help:    "Latency of publishing an answer to its user's Redis channel.",
@@ -133,8 +139,11 @@ func (r *Relay) closeClients() {
 	_ = r.rdb.Close()
 }
 
-// handle publishes one answer. A record that does not decode is permanent
-// (dead-lettered); a Redis failure is returned and retried.
+// handle appends one answer (with its question) to the user's history, then
+// publishes it with its history cursor. The append is idempotent per
+// response id, so a redelivered record neither duplicates the history nor
+// changes the cursor clients de-duplicate on. A record that does not decode
+// is permanent (dead-lettered); a Redis failure is returned and retried.
 func (r *Relay) handle(ctx context.Context, rec *kgo.Record) error {
 	e, err := envelope.Unmarshal(rec.Value)
 	if err != nil {
@@ -143,12 +152,18 @@ func (r *Relay) handle(ctx context.Context, rec *kgo.Record) error {
 	if e.Type == envelope.TypeMessage {
 		return kafka.Permanent(fmt.Errorf("relay: %w: a user message on the responses topic", envelope.ErrInvalid))
 	}
+	cursor, err := r.history.Append(ctx, e)
+	if err != nil {
+		r.publishErrors.Inc()
+		return err
+	}
+	e.Cursor, e.Question = cursor, ""
 	start := time.Now()
 	if err := redisbus.Publish(ctx, r.rdb, e); err != nil {
 		r.publishErrors.Inc()
 		return err
 	}
 	r.publishSeconds.Observe(time.Since(start).Seconds())
-	r.log.DebugContext(ctx, "answer published", "response_id", e.ID, "reply_to", e.ReplyTo)
+	r.log.DebugContext(ctx, "answer published", "response_id", e.ID, "reply_to", e.ReplyTo, "cursor", cursor)
 	return nil
 }
