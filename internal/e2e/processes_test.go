@@ -28,7 +28,8 @@ type system struct {
 	Relay    *testinfra.Process
 }
 
-func startSystem(t *testing.T) *system {
+// startSystem starts everything; extraEnv is added to every service.
+func startSystem(t *testing.T, extraEnv ...string) *system {
 	t.Helper()
 	s := &system{
 		Redis:  testinfra.StartRedis(t),
@@ -41,6 +42,7 @@ func startSystem(t *testing.T) *system {
 		"REDIS_URL=" + s.Redis.URL(),
 		"LOG_LEVEL=info",
 	}
+	common = append(common, extraEnv...)
 	var upstreams []string
 	for i := 1; i <= 2; i++ {
 		httpAddr, opsAddr := testinfra.FreeAddr(t), testinfra.FreeAddr(t)

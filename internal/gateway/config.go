@@ -8,12 +8,14 @@ import (
 	"time"
 
 	"github.com/chatrelay/chat/internal/config"
+	"github.com/chatrelay/chat/internal/history"
 )
 
 // Config is the websocket-server's configuration.
 type Config struct {
-	Kafka config.Kafka
-	Redis config.Redis
+	Kafka   config.Kafka
+	Redis   config.Redis
+	History history.Config
 
 	HTTPAddr   string `env:"HTTP_ADDR" envDefault:":8080"`
 	AuthSecret string `env:"AUTH_SECRET" secret:"true"`
@@ -39,6 +41,9 @@ type Config struct {
 // Validate checks the gateway's settings.
 func (c *Config) Validate() error {
 	if err := c.Kafka.Validate(); err != nil {
+		return err
+	}
+	if err := c.History.Validate(); err != nil {
 		return err
 	}
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"errors"
 	"net"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/chatrelay/chat/internal/envelope"
+	"github.com/chatrelay/chat/internal/history"
 	"github.com/chatrelay/chat/internal/ids"
 	"github.com/chatrelay/chat/internal/kafka"
 	"github.com/chatrelay/chat/internal/protocol"
@@ -38,6 +40,14 @@ type conn struct {
 	closeCode   int
 	closeText   string
 	closeReason string
+
+	// Answers reach a socket from two sources — history replay and live
+	// pub/sub — and must arrive once each, in order. While replaying, live
+	// answers wait in pending; lastCursor drops anything already sent.
+	amu        sync.Mutex
+	replaying  bool
+	pending    []*envelope.Envelope
+	lastCursor string
 }
 
 // outFrame is one queued frame; a frame with closeCode set is an order to
@@ -47,6 +57,7 @@ type outFrame struct {
 	typ        string
 	span       trace.Span
 	acceptedAt time.Time
+	cursor     string
 
 	closeCode   int
 	closeText   string
@@ -59,11 +70,16 @@ func newConn(g *Gateway, userID string) *conn {
 		send:       make(chan outFrame, g.cfg.SendQueue),
 		done:       make(chan struct{}),
 		writerDone: make(chan struct{}),
+		replaying:  true, // live answers wait until the first replay is done
 	}
 }
 
 // serve runs the socket until it closes, then unsubscribes and unregisters.
-func (c *conn) serve(ws *websocket.Conn, unsubscribe func()) {
+// The user's channel is already subscribed: answers published from now on
+// are buffered while the history after the client's cursor (or after what
+// was last delivered to the user) is replayed, so the hand-over has neither
+// gap nor duplicate.
+func (c *conn) serve(ws *websocket.Conn, unsubscribe func(), resume string) {
 	c.ws = ws
 	ws.SetReadLimit(c.g.cfg.ReadLimit)
 	_ = ws.SetReadDeadline(time.Now().Add(c.g.cfg.PongTimeout))
@@ -71,6 +87,7 @@ func (c *conn) serve(ws *websocket.Conn, unsubscribe func()) {
 		return ws.SetReadDeadline(time.Now().Add(c.g.cfg.PongTimeout))
 	})
 	go c.writeLoop()
+	c.replay(resume, resume != "")
 	c.readLoop()
 	<-c.writerDone
 	unsubscribe()
@@ -130,6 +147,14 @@ func (c *conn) handleFrame(data []byte) {
 		return
 	}
 	c.g.m.frames.WithLabelValues("in", f.Type).Inc()
+	if f.Type == protocol.TypeResume {
+		span.End()
+		c.amu.Lock()
+		c.replaying = true
+		c.amu.Unlock()
+		c.replay(f.Cursor, true)
+		return
+	}
 	if c.draining.Load() {
 		c.g.m.rejected.WithLabelValues("draining").Inc()
 		span.End()
@@ -181,22 +206,80 @@ func (c *conn) errorFrame(msg, clientID, corr string) outFrame {
 // Deliver queues an answer published for this user (redisbus.Sink). It runs
 // on the hub's receive loop, so it never blocks.
 func (c *conn) Deliver(e *envelope.Envelope) {
+	c.amu.Lock()
+	defer c.amu.Unlock()
+	if c.replaying {
+		c.pending = append(c.pending, e)
+		return
+	}
+	c.sendAnswerLocked(e, false)
+}
+
+// replay sends the answers after cursor (explicit: the client's; otherwise
+// the user's delivered marker), then the live answers that arrived
+// meanwhile, then lets live answers through directly.
+func (c *conn) replay(cursor string, explicit bool) {
+	ctx, cancel := context.WithTimeout(c.g.base, 5*time.Second)
+	defer cancel()
+	var entries []*envelope.Envelope
+	var err error
+	if !explicit {
+		cursor, err = c.g.history.Delivered(ctx, c.userID)
+	}
+	if err == nil {
+		entries, err = c.g.history.Since(ctx, c.userID, cursor, replayLimit)
+	}
+	if err != nil {
+		// Live delivery goes on; what was missed stays in the history for
+		// the next connection.
+		c.g.log.WarnContext(ctx, "history replay failed", "error", err)
+	}
+	c.amu.Lock()
+	defer c.amu.Unlock()
+	for _, e := range entries {
+		if c.sendAnswerLocked(e, true) {
+			c.g.m.replayed.Inc()
+		}
+	}
+	for _, e := range c.pending {
+		c.sendAnswerLocked(e, false)
+	}
+	c.pending, c.replaying = nil, false
+}
+
+// replayLimit bounds one replay; the history itself is capped.
+const replayLimit = 1000
+
+// sendAnswerLocked queues e unless this connection already had it.
+func (c *conn) sendAnswerLocked(e *envelope.Envelope, replayed bool) bool {
+	if e.Cursor != "" {
+		if history.CompareCursors(e.Cursor, c.lastCursor) <= 0 {
+			c.g.m.duplicates.Inc()
+			return false
+		}
+		c.lastCursor = e.Cursor
+	}
 	parent := otel.GetTextMapPropagator().Extract(c.g.base, envelope.Carrier{E: e})
 	ctx := telemetry.WithCorrelationID(parent, e.CorrelationID)
 	_, span := c.g.tracer.Start(ctx, "chat.deliver", trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(telemetry.CorrelationAttr.String(e.CorrelationID),
 			attribute.String("messaging.message.id", e.ID), attribute.String("chat.reply_to", e.ReplyTo),
-			attribute.String("chat.instance", c.g.cfg.InstanceID)))
+			attribute.String("chat.instance", c.g.cfg.InstanceID), attribute.Bool("chat.replayed", replayed)))
 	f := protocol.ServerFrame{
 		Type: e.Type, ID: e.ID, UserID: e.UserID, Timestamp: protocol.FormatTime(e.Timestamp),
-		ReplyTo: e.ReplyTo, ClientID: e.ClientID, CorrelationID: e.CorrelationID,
+		ReplyTo: e.ReplyTo, ClientID: e.ClientID, CorrelationID: e.CorrelationID, Cursor: e.Cursor,
 	}
 	if e.Type == envelope.TypeError {
 		f.Message = e.Content
 	} else {
 		f.Content = e.Content
 	}
-	c.enqueue(outFrame{typ: e.Type, data: protocol.Encode(f), span: span, acceptedAt: e.AcceptedAt})
+	acceptedAt := e.AcceptedAt
+	if replayed {
+		acceptedAt = time.Time{} // not a live latency
+	}
+	c.enqueue(outFrame{typ: e.Type, data: protocol.Encode(f), span: span, acceptedAt: acceptedAt, cursor: e.Cursor})
+	return true
 }
 
 // enqueue hands f to the writer without blocking. A full queue means the
@@ -302,6 +385,9 @@ func (c *conn) write(f outFrame) error {
 	}
 	if f.span != nil {
 		f.span.End()
+	}
+	if f.cursor != "" {
+		c.g.marks.mark(c.userID, f.cursor)
 	}
 	return nil
 }

@@ -27,6 +27,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/chatrelay/chat/internal/auth"
+	"github.com/chatrelay/chat/internal/history"
 	"github.com/chatrelay/chat/internal/kafka"
 	"github.com/chatrelay/chat/internal/ops"
 	"github.com/chatrelay/chat/internal/protocol"
@@ -41,6 +42,8 @@ type Gateway struct {
 	rdb      redis.UniversalClient
 	producer *kgo.Client
 	hub      *redisbus.Hub
+	history  *history.Store
+	marks    *deliveredMarks
 	m        *metrics
 	tracer   trace.Tracer
 	upgrader websocket.Upgrader
@@ -80,6 +83,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 		return nil, err
 	}
 	g.hub = redisbus.NewHub(g.rdb, g.log)
+	g.history = history.New(g.rdb, cfg.History)
+	g.marks = newDeliveredMarks(g.history, g.log)
 	g.m = newMetrics(reg, func() float64 { return float64(g.hub.Users()) })
 	g.hub.OnInvalid = func(error) { g.m.dropped.WithLabelValues("invalid_payload").Inc() }
 	g.producer, err = kafka.NewClient(kafka.ClientConfig{
@@ -144,6 +149,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 	hubCtx, stopHub := context.WithCancel(context.WithoutCancel(ctx))
 	hubDone := make(chan error, 1)
 	go func() { hubDone <- g.hub.Run(hubCtx) }()
+	marksDone := make(chan struct{})
+	go func() { g.marks.Run(hubCtx); close(marksDone) }()
 
 	srv := &http.Server{Handler: g.echo, ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)
@@ -165,6 +172,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.drainConns(sctx)
 	stopHub()
 	<-hubDone
+	<-marksDone
 	g.cancelBase()
 	g.closeClients()
 	return err
@@ -246,6 +254,11 @@ func (g *Gateway) handleWS(c echo.Context) error {
 		g.log.InfoContext(ctx, "connection refused", "reason", "origin", "remote", c.RealIP())
 		return c.JSON(http.StatusForbidden, map[string]string{"error": "origin not allowed"})
 	}
+	resume := r.URL.Query().Get("resume")
+	if resume != "" && !protocol.ValidCursor(resume) {
+		g.m.connects.WithLabelValues("bad_request").Inc()
+		return c.JSON(http.StatusBadRequest, map[string]string{"error": "resume must be the cursor of an answer"})
+	}
 	g.mu.Lock()
 	draining := g.draining
 	g.mu.Unlock()
@@ -274,7 +287,7 @@ func (g *Gateway) handleWS(c echo.Context) error {
 		_ = ws.Close()
 		return nil
 	}
-	cn.serve(ws, unsubscribe)
+	cn.serve(ws, unsubscribe, resume)
 	return nil
 }
 

@@ -17,6 +17,8 @@ type metrics struct {
 	e2e         prometheus.Histogram
 	dropped     *prometheus.CounterVec
 	users       prometheus.GaugeFunc
+	replayed    prometheus.Counter
+	duplicates  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, users func() float64) *metrics {
@@ -25,7 +27,7 @@ func newMetrics(reg prometheus.Registerer, users func() float64) *metrics {
 		open: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: "ws", Name: "connections",
 			Help: "Open WebSocket connections on this instance."}),
 		connects: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "ws", Name: "connects_total",
-			Help: "Connection attempts by outcome (accepted, unauthorized, bad_origin, unavailable, upgrade_failed, draining)."}, []string{"outcome"}),
+			Help: "Connection attempts by outcome (accepted, unauthorized, bad_origin, bad_request, unavailable, upgrade_failed, draining)."}, []string{"outcome"}),
 		disconnects: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "ws", Name: "disconnects_total",
 			Help: "Closed connections by reason (client_closed, read_error, too_big, pong_timeout, slow_consumer, write_error, shutdown)."}, []string{"reason"}),
 		frames: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "ws", Name: "frames_total",
@@ -45,10 +47,15 @@ func newMetrics(reg prometheus.Registerer, users func() float64) *metrics {
 		users: prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: "gateway", Name: "subscribed_users",
 			Help: "Users with a live Redis subscription on this instance."}, users),
 	}
+	m.replayed = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "gateway", Name: "replayed_total",
+		Help: "Answers sent from history on connect or resume (missed while away)."})
+	m.duplicates = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "gateway", Name: "duplicates_dropped_total",
+		Help: "Answers not sent again on a connection that already had them (redelivery, resume overlap)."})
+	reg.MustRegister(m.replayed, m.duplicates)
 	reg.MustRegister(m.open, m.connects, m.disconnects, m.frames, m.accepted, m.rejected, m.produce, m.e2e, m.dropped, m.users)
 	// Known label values start at zero so rates and alerts work before the
 	// first event of each kind.
-	for _, v := range []string{"accepted", "unauthorized", "bad_origin", "unavailable", "upgrade_failed", "draining"} {
+	for _, v := range []string{"accepted", "unauthorized", "bad_origin", "bad_request", "unavailable", "upgrade_failed", "draining"} {
 		m.connects.WithLabelValues(v)
 	}
 	for _, v := range []string{"client_closed", "read_error", "too_big", "pong_timeout", "slow_consumer", "write_error", "shutdown"} {

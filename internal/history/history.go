@@ -187,7 +187,8 @@ func (s *Store) MarkDeliveredBatch(ctx context.Context, marks map[string]string)
 	}
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for user, cursor := range marks {
-			markScript.Run(ctx, p, []string{deliveredKey(user)}, cursor, s.cfg.TTL.Milliseconds())
+			// Eval, not Run: a pipeline cannot fall back from EVALSHA.
+			markScript.Eval(ctx, p, []string{deliveredKey(user)}, cursor, s.cfg.TTL.Milliseconds())
 		}
 		return nil
 	})

@@ -25,6 +25,7 @@ type Frame struct {
 	ReplyTo       string `json:"reply_to"`
 	ClientID      string `json:"client_id"`
 	CorrelationID string `json:"correlation_id"`
+	Cursor        string `json:"cursor"`
 	Raw           string `json:"-"`
 }
 

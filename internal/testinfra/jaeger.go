@@ -1,0 +1,214 @@
+package testinfra
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+// JaegerVersion is the trace backend the tests run; it is built from the
+// module proxy in tools/ (its own go.mod: its dependencies clash with ours).
+const JaegerVersion = "v1.76.0"
+
+var (
+	jaegerOnce sync.Once
+	jaegerBin  string
+	jaegerErr  error
+)
+
+// JaegerBinary returns the path of a built Jaeger, building it once into the
+// user cache directory (minutes the first time on a fresh machine).
+func JaegerBinary(t testing.TB) string {
+	t.Helper()
+	jaegerOnce.Do(func() {
+		dir, err := os.UserCacheDir()
+		if err != nil {
+			dir = os.TempDir()
+		}
+		jaegerBin = filepath.Join(dir, "chat-tools", "jaeger-"+JaegerVersion)
+		if _, err := os.Stat(jaegerBin); err == nil {
+			return
+		}
+		cmd := exec.Command("go", "build", "-o", jaegerBin, "github.com/jaegertracing/jaeger/cmd/jaeger")
+		cmd.Dir = filepath.Join(RepoRoot(t), "tools")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			jaegerErr = fmt.Errorf("build jaeger %s in tools/: %v\n%s", JaegerVersion, err, out)
+		}
+	})
+	if jaegerErr != nil {
+		t.Fatal(jaegerErr)
+	}
+	return jaegerBin
+}
+
+// Jaeger is a running Jaeger (in-memory storage) taking OTLP over HTTP.
+type Jaeger struct {
+	OTLPEndpoint string // http://host:port for OTEL_EXPORTER_OTLP_ENDPOINT
+	QueryURL     string // http://host:port of the query API
+}
+
+// StartJaeger runs Jaeger on free loopback ports until the test ends.
+func StartJaeger(t testing.TB) *Jaeger {
+	t.Helper()
+	bin := JaegerBinary(t)
+	dir := t.TempDir()
+	otlp, query, grpc, health := FreeAddr(t), FreeAddr(t), FreeAddr(t), FreeAddr(t)
+	conf := fmt.Sprintf(`service:
+  extensions: [jaeger_storage, jaeger_query, healthcheckv2]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [jaeger_storage_exporter]
+  telemetry:
+    metrics:
+      level: none
+    logs:
+      level: warn
+extensions:
+  healthcheckv2:
+    use_v2: true
+    http:
+      endpoint: %s
+  jaeger_query:
+    storage:
+      traces: mem
+    http:
+      endpoint: %s
+    grpc:
+      endpoint: %s
+  jaeger_storage:
+    backends:
+      mem:
+        memory:
+          max_traces: 10000
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: %s
+processors:
+  batch:
+    timeout: 100ms
+exporters:
+  jaeger_storage_exporter:
+    trace_storage: mem
+`, health, query, grpc, otlp)
+	confPath := filepath.Join(dir, "jaeger.yaml")
+	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(dir, "jaeger.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "--config", "file:"+confPath)
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		_ = logf.Close()
+	})
+	j := &Jaeger{OTLPEndpoint: "http://" + otlp, QueryURL: "http://" + query}
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		if resp, err := http.Get(j.QueryURL + "/api/services"); err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return j
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	b, _ := os.ReadFile(logPath)
+	t.Fatalf("jaeger not ready within 60s:\n%s", b)
+	return nil
+}
+
+// JaegerSpan is the part of a span the tests look at.
+type JaegerSpan struct {
+	TraceID       string `json:"traceID"`
+	SpanID        string `json:"spanID"`
+	OperationName string `json:"operationName"`
+	ProcessID     string `json:"processID"`
+	References    []struct {
+		RefType string `json:"refType"`
+		TraceID string `json:"traceID"`
+		SpanID  string `json:"spanID"`
+	} `json:"references"`
+	Tags []struct {
+		Key   string `json:"key"`
+		Value any    `json:"value"`
+	} `json:"tags"`
+}
+
+// Tag returns the string form of a span tag.
+func (s JaegerSpan) Tag(key string) string {
+	for _, t := range s.Tags {
+		if t.Key == key {
+			return fmt.Sprint(t.Value)
+		}
+	}
+	return ""
+}
+
+// JaegerTrace is one trace with its spans and the service of each process.
+type JaegerTrace struct {
+	TraceID   string       `json:"traceID"`
+	Spans     []JaegerSpan `json:"spans"`
+	Processes map[string]struct {
+		ServiceName string `json:"serviceName"`
+	} `json:"processes"`
+}
+
+// Service returns the service that emitted s.
+func (tr JaegerTrace) Service(s JaegerSpan) string { return tr.Processes[s.ProcessID].ServiceName }
+
+// FindTraces searches service's traces holding a span tagged key=value.
+func (j *Jaeger) FindTraces(service, key, value string) ([]JaegerTrace, error) {
+	tags, _ := json.Marshal(map[string]string{key: value})
+	q := url.Values{"service": {service}, "tags": {string(tags)}, "limit": {"20"}, "lookback": {"1h"}}
+	resp, err := http.Get(j.QueryURL + "/api/traces?" + q.Encode())
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Data   []JaegerTrace `json:"data"`
+		Errors any          `json:"errors"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("jaeger query: HTTP %d: %v", resp.StatusCode, out.Errors)
+	}
+	return out.Data, nil
+}
+
+// Services lists the services Jaeger has seen.
+func (j *Jaeger) Services() []string {
+	resp, err := http.Get(j.QueryURL + "/api/services")
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Data []string `json:"data"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&out)
+	return out.Data
+}
+
