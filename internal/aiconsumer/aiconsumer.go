@@ -27,15 +27,20 @@ import (
 	"github.com/chatrelay/chat/internal/redisbus"
 )
 
-// FailureMessage is what a user is told when their message cannot be
-// answered; details stay in the logs.
-const FailureMessage = "Sorry, the assistant could not answer this message."
+// What a user is told when their message cannot be answered; details stay
+// in the logs.
+const (
+	FailureMessage     = "Sorry, the assistant could not answer this message."
+	UnavailableMessage = "Service temporarily unavailable"
+	ExhaustedMessage   = "The assistant could not answer right now; please send your message again."
+)
 
 // Service is the running ai-consumer.
 type Service struct {
 	cfg      Config
 	log      *slog.Logger
 	model    llm.Model
+	slots    chan struct{}
 	rdb      redis.UniversalClient
 	history  *history.Store
 	answers  *history.Answers
@@ -63,8 +68,10 @@ func New(ctx context.Context, cfg Config, model llm.Model, log *slog.Logger, reg
 	if err != nil {
 		return nil, err
 	}
+	m := newMetrics(reg)
 	s := &Service{
-		cfg: cfg, log: log, model: model, m: newMetrics(reg), rdb: rdb,
+		cfg: cfg, log: log, model: llm.NewResilient(model, cfg.LLM, m), m: m, rdb: rdb,
+		slots:   make(chan struct{}, cfg.MaxConcurrency),
 		history: history.New(rdb, cfg.History), answers: history.NewAnswers(rdb, cfg.AnswerTTL),
 		tracer: otel.Tracer("github.com/chatrelay/chat/internal/aiconsumer"),
 	}
@@ -187,12 +194,19 @@ func (s *Service) answer(ctx context.Context, in *envelope.Envelope) (*envelope.
 	switch {
 	case err == nil:
 		out.Content = resp.Content
-	case llm.IsPermanent(err):
-		// The user gets an error frame instead of silence; the message is
-		// done. Details are logged here, once.
-		s.log.ErrorContext(ctx, "model refused the request", "message_id", in.ID, "error", err)
+	case llm.IsPermanent(err), errors.Is(err, llm.ErrUnavailable), errors.Is(err, llm.ErrExhausted):
+		// The user gets one error frame instead of silence, and the message
+		// is done. Details are logged here, once.
+		s.log.ErrorContext(ctx, "message not answered", "message_id", in.ID, "error", err)
 		out.Type = envelope.TypeError
-		out.Content = FailureMessage
+		switch {
+		case errors.Is(err, llm.ErrUnavailable):
+			out.Content = UnavailableMessage
+		case errors.Is(err, llm.ErrExhausted):
+			out.Content = ExhaustedMessage
+		default:
+			out.Content = FailureMessage
+		}
 	default:
 		return nil, err
 	}
@@ -245,6 +259,13 @@ func (s *Service) complete(ctx context.Context, in *envelope.Envelope, req llm.R
 			attribute.Int("retry.attempt", kafka.Attempt(ctx)),
 		))
 	defer span.End()
+	select {
+	case s.slots <- struct{}{}:
+	case <-ctx.Done():
+		return llm.Response{}, ctx.Err()
+	}
+	s.m.inflight.Inc()
+	defer func() { <-s.slots; s.m.inflight.Dec() }()
 	start := time.Now()
 	resp, err := s.model.Complete(ctx, req)
 	s.m.latency.Observe(time.Since(start).Seconds())

@@ -7,6 +7,7 @@ import (
 
 	"github.com/chatrelay/chat/internal/config"
 	"github.com/chatrelay/chat/internal/history"
+	"github.com/chatrelay/chat/internal/llm"
 )
 
 // Config is the ai-consumer's configuration.
@@ -32,6 +33,10 @@ type Config struct {
 	// refuses to start without a key unless this is set.
 	Offline        bool          `env:"LLM_OFFLINE" envDefault:"false"`
 	OfflineLatency time.Duration `env:"LLM_OFFLINE_LATENCY" envDefault:"0s"`
+	// Retry, budget and breaker around model calls.
+	LLM llm.Policy
+	// MaxConcurrency bounds model calls in flight in this instance.
+	MaxConcurrency int `env:"LLM_MAX_CONCURRENCY" envDefault:"1024"`
 
 	Group       string        `env:"AI_CONSUMER_GROUP" envDefault:"ai-consumer"`
 	MaxInFlight int           `env:"AI_MAX_IN_FLIGHT" envDefault:"2048"`
@@ -46,7 +51,12 @@ func (c Config) Validate() error {
 	if err := c.History.Validate(); err != nil {
 		return err
 	}
+	if err := c.LLM.Validate(); err != nil {
+		return err
+	}
 	switch {
+	case c.MaxConcurrency < 1:
+		return errors.New("LLM_MAX_CONCURRENCY: must be at least 1")
 	case c.MemoryTurns < 0:
 		return errors.New("HISTORY_CONTEXT_TURNS: must not be negative")
 	case c.MemoryChars < 0:

@@ -37,11 +37,16 @@ func NewOpenAI(cfg OpenAIConfig) *OpenAI {
 	if hc == nil {
 		hc = &http.Client{}
 	}
-	if cfg.Timeout > 0 && hc.Timeout == 0 {
-		cp := *hc
+	cp := *hc
+	if cfg.Timeout > 0 && cp.Timeout == 0 {
 		cp.Timeout = cfg.Timeout
-		hc = &cp
 	}
+	base := cp.Transport
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	cp.Transport = retryAfterTransport{next: base}
+	hc = &cp
 	c.HTTPClient = hc
 	return &OpenAI{client: openai.NewClientWithConfig(c), model: cfg.Model}
 }
