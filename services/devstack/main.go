@@ -4,6 +4,8 @@
 //
 //	devstack                          run everything
 //	devstack token -user alice        print an HS256 token for alice over AUTH_SECRET
+//	devstack dlq-replay -topic incoming_messages.dlq
+//	                                  send dead-lettered records back to their topic
 package main
 
 import (
@@ -12,22 +14,58 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/chatrelay/chat/internal/auth"
 	"github.com/chatrelay/chat/internal/devstack"
+	"github.com/chatrelay/chat/internal/kafka"
 	"github.com/chatrelay/chat/internal/process"
 )
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "token" {
-		if err := mintToken(os.Args[2:]); err != nil {
-			fmt.Fprintln(os.Stderr, "token:", err)
+	if len(os.Args) > 1 {
+		var err error
+		switch os.Args[1] {
+		case "token":
+			err = mintToken(os.Args[2:])
+		case "dlq-replay":
+			err = replayDLQ(os.Args[2:])
+		default:
+			goto run
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "%s: %v\n", os.Args[1], err)
 			os.Exit(2)
 		}
 		return
 	}
+run:
 	process.Main("devstack", func(ctx context.Context) error { return devstack.Run(ctx, os.Stderr) })
+}
+
+func replayDLQ(args []string) error {
+	fs := flag.NewFlagSet("dlq-replay", flag.ContinueOnError)
+	topic := fs.String("topic", "", "dead-letter topic to replay (incoming_messages.dlq or responses.dlq)")
+	group := fs.String("group", "dlq-replay", "consumer group that remembers what was replayed")
+	dry := fs.Bool("dry-run", false, "list what would be replayed, send nothing")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	brokers, err := kafka.ParseBrokers(os.Getenv("KAFKA_BOOTSTRAP_SERVERS"))
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	n, err := kafka.ReplayDLQ(ctx, brokers, *topic, *group, *dry, func(r *kgo.Record, target string) {
+		fmt.Printf("%s/%d@%d -> %s  reason: %s\n", r.Topic, r.Partition, r.Offset, target, kafka.Header(r, kafka.HeaderDLQReason))
+	})
+	fmt.Printf("%d record(s) %s\n", n, map[bool]string{true: "would be replayed", false: "replayed"}[*dry])
+	return err
 }
 
 func mintToken(args []string) error {
