@@ -42,3 +42,8 @@ token: ## mint a token for a user over AUTH_SECRET: make token U=alice [TTL=24h]
 
 clean:
 	rm -rf $(BIN)
+
+.PHONY: loadtest
+loadtest: ## load generator (docs/performance.md): make loadtest ARGS="-url ws://127.0.0.1:8080 -users 1000 -rate 5000 -duration 60s"
+	$(GO) build -o $(BIN)/ ./services/loadgen
+	$(BIN)/loadgen $(ARGS)
