@@ -509,8 +509,10 @@ type recorder struct {
 	closed string
 }
 
-func (r *recorder) onMessage(_ *wsConn, data []byte, _ time.Time) { r.msgs = append(r.msgs, string(data)) }
-func (r *recorder) onClosed(_ *wsConn, reason string)             { r.closed = reason }
+func (r *recorder) onMessage(_ *wsConn, data []byte, _ time.Time) {
+	r.msgs = append(r.msgs, string(data))
+}
+func (r *recorder) onClosed(_ *wsConn, reason string) { r.closed = reason }
 
 func serverFrameBytes(fin bool, op byte, payload []byte) []byte {
 	b0 := op
