@@ -145,6 +145,7 @@ func (v *Verifier) checkClaims(c *jwt.RegisteredClaims, userID string) error {
 var (
 	errAlgorithm  = errors.New("algorithm not accepted")
 	errUnknownKey = errors.New("no key for this token")
+	errCritical   = errors.New("critical header extensions are not supported")
 )
 
 func (v *Verifier) keyFunc(t *jwt.Token) (any, error) {
@@ -152,6 +153,11 @@ func (v *Verifier) keyFunc(t *jwt.Token) (any, error) {
 	// HMAC size or an RSA/HMAC confusion can never get a key.
 	if t.Method != v.method {
 		return nil, errAlgorithm
+	}
+	// RFC 7515 §4.1.11: extensions listed in crit must be understood; this
+	// verifier understands none.
+	if _, crit := t.Header["crit"]; crit {
+		return nil, errCritical
 	}
 	kidv, hasKID := t.Header["kid"]
 	// Without any kid'ed key (one plain secret, one PEM key) the kid is
@@ -184,6 +190,8 @@ func reason(err error) string {
 		return ReasonAlgorithm
 	case errors.Is(err, errUnknownKey):
 		return ReasonUnknownKey
+	case errors.Is(err, errCritical):
+		return ReasonMalformed
 	case errors.Is(err, jwt.ErrTokenMalformed):
 		return ReasonMalformed
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid):

@@ -219,8 +219,22 @@ func TestHS256Claims(t *testing.T) {
 		{"HS384", tok(t, jwt.SigningMethodHS384, secretPlain, nil, claims(map[string]any{"iss": "https://idp.example", "aud": "chat"})), "", ReasonAlgorithm},
 		{"HS512", tok(t, jwt.SigningMethodHS512, secretPlain, nil, claims(map[string]any{"iss": "https://idp.example", "aud": "chat"})), "", ReasonAlgorithm},
 		{"unknown alg", craft(`{"alg":"XY999","typ":"JWT"}`, `{"sub":"u1","exp":9999999999}`, "sig"), "", ReasonAlgorithm},
+		{"crit header", withCrit(t, secretPlain, claims(map[string]any{"iss": "https://idp.example", "aud": "chat"})), "", ReasonMalformed},
 		{"no alg", craft(`{"typ":"JWT"}`, `{"sub":"u1","exp":9999999999}`, "sig"), "", ReasonAlgorithm},
 	})
+}
+
+// withCrit signs an HS256 token whose header lists a critical extension.
+func withCrit(t *testing.T, key []byte, c jwt.MapClaims) string {
+	t.Helper()
+	tk := jwt.NewWithClaims(jwt.SigningMethodHS256, c)
+	tk.Header["crit"] = []string{"b64"}
+	tk.Header["b64"] = false
+	s, err := tk.SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 // craft assembles a token from raw JSON parts and a raw signature.

@@ -100,18 +100,23 @@ type Limits struct {
 
 // DecodeClientFrame parses and validates one client frame for the connection
 // of userID. Every failure is an *Error whose Message can go to the client.
+// On a failure the returned frame's ID is either empty or a valid id, so it
+// can be echoed as client_id.
 func DecodeClientFrame(data []byte, userID string, lim Limits) (ClientFrame, error) {
+	f, err := decodeClientFrame(data, userID, lim)
+	if err != nil && f.ID != "" && !ids.ValidCorrelationID(f.ID) {
+		f.ID = ""
+	}
+	return f, err
+}
+
+func decodeClientFrame(data []byte, userID string, lim Limits) (ClientFrame, error) {
 	var f ClientFrame
 	if !utf8.Valid(data) {
 		return f, reject(ReasonInvalidText, "frame is not valid UTF-8")
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&f); err != nil {
-		return ClientFrame{}, reject(ReasonBadJSON, "invalid JSON frame: %s", jsonProblem(err))
-	}
-	if dec.More() {
-		return ClientFrame{}, reject(ReasonBadJSON, "invalid JSON frame: trailing data after the object")
+	if err := decodeStrict(data, &f); err != nil {
+		return ClientFrame{}, err
 	}
 	switch f.Type {
 	case TypeMessage:
@@ -121,6 +126,12 @@ func DecodeClientFrame(data []byte, userID string, lim Limits) (ClientFrame, err
 		}
 		if !ValidCursor(f.Cursor) {
 			return f, reject(ReasonBadCursor, "cursor must be the cursor of an answer (digits-digits)")
+		}
+		if f.Content != "" {
+			return f, reject(ReasonBadJSON, "content belongs in a message frame")
+		}
+		if f.ID != "" && !ids.ValidCorrelationID(f.ID) {
+			return f, reject(ReasonBadID, "id must be 1-64 characters of [A-Za-z0-9._:-]")
 		}
 		return f, nil
 	case "":

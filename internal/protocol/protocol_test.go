@@ -37,6 +37,26 @@ func TestDecodeClientFrame(t *testing.T) {
 		{"resume no cursor", `{"type":"resume","userid":"u1"}`, ReasonBadCursor},
 		{"resume spoofed", `{"type":"resume","cursor":"1-0","userid":"u2"}`, ReasonUserMismatch},
 		{"cursor on a message", `{"type":"message","content":"hi","cursor":"1-0","userid":"u1"}`, ReasonBadJSON},
+		{"content on a resume", `{"type":"resume","cursor":"1-0","userid":"u1","content":"x"}`, ReasonBadJSON},
+		{"bad id on a resume", `{"type":"resume","cursor":"1-0","userid":"u1","id":"a b"}`, ReasonBadID},
+		{"key in another case", `{"TYPE":"message","content":"hi","userid":"u1"}`, ReasonBadJSON},
+		{"userid in another case", `{"type":"message","content":"hi","userid":"u1","UserID":"u2"}`, ReasonBadJSON},
+		{"duplicate key", `{"type":"message","content":"hi","userid":"u1","content":"again"}`, ReasonBadJSON},
+		{"duplicate userid", `{"type":"message","content":"hi","userid":"u2","userid":"u1"}`, ReasonBadJSON},
+		{"null value", `{"type":"message","content":"hi","userid":"u1","id":null}`, ReasonBadJSON},
+		{"bool value", `{"type":"message","content":true,"userid":"u1"}`, ReasonBadJSON},
+		{"nested object", `{"type":"message","content":{"a":"b"},"userid":"u1"}`, ReasonBadJSON},
+		{"nested array", `{"type":"message","content":["hi"],"userid":"u1"}`, ReasonBadJSON},
+		{"deep nesting", `{"type":"message","content":` + strings.Repeat("[", 100000) + strings.Repeat("]", 100000) + `,"userid":"u1"}`, ReasonBadJSON},
+		{"deep nesting at top", strings.Repeat("[", 100000), ReasonBadJSON},
+		{"top-level string", `"message"`, ReasonBadJSON},
+		{"trailing garbage", `{"type":"message","content":"hi","userid":"u1"}x`, ReasonBadJSON},
+		{"trailing whitespace ok", "{\"type\":\"message\",\"content\":\"hi\",\"userid\":\"u1\"}\n ", ""},
+		{"escaped control char", `{"type":"message","content":"a\u001bb","userid":"u1"}`, ReasonInvalidText},
+		{"lone surrogate", `{"type":"message","content":"a\ud800b","userid":"u1"}`, ReasonInvalidText},
+		{"DEL", `{"type":"message","content":"a\u007fb","userid":"u1"}`, ReasonInvalidText},
+		{"C1 control", `{"type":"message","content":"a\u0085b","userid":"u1"}`, ReasonInvalidText},
+		{"escaped unicode ok", `{"type":"message","content":"gr\u00fc\u00dfe \ud83d\ude00","userid":"u1"}`, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -90,5 +110,21 @@ func TestErrorFrame(t *testing.T) {
 	_ = json.Unmarshal(Encode(ErrorFrame("u1", "nope")), &m)
 	if m["type"] != "error" || m["message"] != "nope" || m["userid"] != "u1" {
 		t.Fatalf("bad error frame: %v", m)
+	}
+}
+
+func TestRejectedFrameIDIsSafeToEcho(t *testing.T) {
+	for _, in := range []string{
+		`{"type":"message","content":" ","userid":"u1","id":"<script>"}`,
+		`{"type":"message","content":"hi","userid":"u2","id":"` + strings.Repeat("x", 100) + `"}`,
+	} {
+		f, err := DecodeClientFrame([]byte(in), "u1", Limits{MaxContentBytes: 100})
+		if err == nil || f.ID != "" {
+			t.Fatalf("%s: id %q echoed with %v", in, f.ID, err)
+		}
+	}
+	f, err := DecodeClientFrame([]byte(`{"type":"message","content":" ","userid":"u1","id":"c-1"}`), "u1", Limits{})
+	if err == nil || f.ID != "c-1" {
+		t.Fatalf("a valid id must be kept for the error frame: %q %v", f.ID, err)
 	}
 }
