@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -440,5 +441,123 @@ func TestNginxSkipsDeadGateway(t *testing.T) {
 	})
 	if l.Status != 200 || !strings.HasSuffix(l.UpstreamStatus, "200") {
 		t.Fatalf("retried request log line = %+v", l)
+	}
+}
+
+// clientFrom is an HTTP client whose connections come from the loopback
+// address src (any 127.0.0.0/8 address works on Linux), so a test can stand
+// for a client other than 127.0.0.1, which nginx.conf exempts from limits.
+func clientFrom(src string) *http.Client {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 5 * time.Second}
+	return &http.Client{
+		Timeout:   10 * time.Second,
+		Transport: &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true},
+	}
+}
+
+func statusOf(t *testing.T, c *http.Client, url string) (int, http.Header) {
+	t.Helper()
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	return resp.StatusCode, resp.Header
+}
+
+func TestNginxLimitsConnectAttemptsPerIP(t *testing.T) {
+	a := startFakeGateway(t, "gw-a")
+	b := startFakeGateway(t, "gw-b")
+	nginx := StartNginx(t, []string{a.addr(), b.addr()})
+	url := nginx.URL() + "/ws?userid=alice&token=tok"
+
+	// A burst of 60 handshake attempts from one address: the first 21
+	// (burst 20 + the one the rate allows) reach a gateway (the fake
+	// answers a non-upgrade GET with 400), the rest are refused with 429.
+	const attempts, burst = 60, 20
+	c := clientFrom("127.0.0.2")
+	passed, limited := 0, 0
+	for i := 0; i < attempts; i++ {
+		switch st, _ := statusOf(t, c, url); st {
+		case http.StatusTooManyRequests:
+			limited++
+		case http.StatusBadRequest:
+			passed++
+		default:
+			t.Fatalf("attempt %d: status %d", i, st)
+		}
+	}
+	// 60r/m lets one more through per second the burst takes.
+	if passed < burst+1 || passed > burst+3 || limited != attempts-passed {
+		t.Fatalf("%d attempts passed, %d limited; want %d-%d to pass and the rest 429", passed, limited, burst+1, burst+3)
+	}
+	l := waitAccessLog(t, nginx, "a 429", func(l accessLogLine) bool { return l.Status == http.StatusTooManyRequests && l.URI == "/ws" })
+	if l.UpstreamAddr != "" {
+		t.Fatalf("a limited attempt reached %s", l.UpstreamAddr)
+	}
+	if !strings.Contains(nginx.ErrorLog(), "limiting requests") {
+		t.Error("nginx's error log does not mention the limiting")
+	}
+
+	// Another address has its own allowance.
+	if st, _ := statusOf(t, clientFrom("127.0.0.3"), url); st != http.StatusBadRequest {
+		t.Fatalf("another address got %d", st)
+	}
+	// Loopback itself is exempt (health checks, local load tests).
+	local := clientFrom("127.0.0.1")
+	for i := 0; i < attempts; i++ {
+		if st, _ := statusOf(t, local, url); st != http.StatusBadRequest {
+			t.Fatalf("127.0.0.1 attempt %d: status %d, loopback must not be limited", i, st)
+		}
+	}
+}
+
+func TestNginxSecurityHeadersAndSizes(t *testing.T) {
+	a := startFakeGateway(t, "gw-a")
+	nginx := StartNginx(t, []string{a.addr()})
+	c := clientFrom("127.0.0.1")
+
+	for _, path := range []string{"/healthz", "/", "/ws?userid=alice&token=tok"} {
+		_, h := statusOf(t, c, nginx.URL()+path)
+		for k, want := range map[string]string{
+			"X-Content-Type-Options":  "nosniff",
+			"X-Frame-Options":         "DENY",
+			"Content-Security-Policy": "frame-ancestors 'none'",
+			"Referrer-Policy":         "no-referrer",
+		} {
+			if got := h.Get(k); got != want {
+				t.Errorf("%s: %s = %q, want %q", path, k, got, want)
+			}
+		}
+		if h.Get("Strict-Transport-Security") != "" {
+			t.Errorf("%s: HSTS on plain HTTP", path)
+		}
+	}
+
+	// A token as long as the gateway accepts (8 KiB) fits the request line.
+	long := strings.Repeat("t", 8192)
+	if st, _ := statusOf(t, c, nginx.URL()+"/ws?userid=alice&token="+long); st != http.StatusBadRequest {
+		t.Fatalf("8 KiB token: status %d, want it passed to the gateway", st)
+	}
+	var seen bool
+	for _, r := range a.seen() {
+		seen = seen || strings.Contains(r.Query, long)
+	}
+	if !seen {
+		t.Fatal("the gateway did not get the 8 KiB token")
+	}
+	// Far beyond it the request line is refused by nginx.
+	if st, _ := statusOf(t, c, nginx.URL()+"/ws?userid=alice&token="+strings.Repeat("t", 20000)); st != http.StatusRequestURITooLong {
+		t.Fatalf("20 KB token: status %d, want 414", st)
+	}
+	// No body beyond client_max_body_size.
+	resp, err := c.Post(nginx.URL()+"/", "application/octet-stream", strings.NewReader(strings.Repeat("x", 100<<10)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("100 KiB body: status %d, want 413", resp.StatusCode)
 	}
 }
