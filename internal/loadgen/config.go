@@ -56,7 +56,7 @@ func DefaultConfig() Config {
 	return Config{
 		Users: 100, UserPrefix: "load-", Ramp: 500, DialConcurrency: 256, ConnectTimeout: 10 * time.Second, Reconnect: true,
 		Duration: 30 * time.Second, MessageSize: 64, Drain: 30 * time.Second, Procs: 1, Senders: 8,
-		ScrapeInterval: time.Second, Settle: 2 * time.Second, Progress: 5 * time.Second,
+		ScrapeInterval: time.Second, Settle: 10 * time.Second, Progress: 5 * time.Second,
 	}
 }
 
@@ -111,7 +111,7 @@ func ParseFlags(args []string, getenv func(string) string, out io.Writer) (Confi
 	fs.IntVar(&c.Senders, "senders", c.Senders, "goroutines writing scheduled messages, per process")
 	fs.Int64Var(&c.MaxConnectFailures, "max-connect-failures", 0, "initial connect failures tolerated before the run fails")
 	fs.DurationVar(&c.ScrapeInterval, "scrape-interval", c.ScrapeInterval, "how often -metrics are scraped for the peak")
-	fs.DurationVar(&c.Settle, "settle", c.Settle, "wait after closing the sockets before the final scrape")
+	fs.DurationVar(&c.Settle, "settle", c.Settle, "after closing the sockets, wait at most this long for the servers' chat_ws_connections to fall back before the final scrape")
 	fs.DurationVar(&c.Progress, "progress", c.Progress, "progress line interval on stderr (0: none)")
 	fs.DurationVar(&c.TokenTTL, "token-ttl", 0, "token validity (default: long enough for the run plus an hour)")
 	fs.StringVar(&c.JSONPath, "json", "", "write the JSON result to this file (- for stdout; the table then goes to stderr)")

@@ -99,7 +99,7 @@ type scraper struct {
 }
 
 func newScraper(urls []string) *scraper {
-	s := &scraper{client: &http.Client{Timeout: 5 * time.Second}}
+	s := &scraper{client: &http.Client{Timeout: 10 * time.Second}}
 	for _, u := range urls {
 		s.stats = append(s.stats, ServerStats{URL: u})
 	}
@@ -156,6 +156,31 @@ func (s *scraper) sample(phase string) {
 		}()
 	}
 	wg.Wait()
+}
+
+// settle waits until every server holds no more sockets than before the
+// run (the closes are processed) or the deadline passes.
+func (s *scraper) settle(deadline time.Time) {
+	for time.Now().Before(deadline) {
+		done := true
+		for i := range s.stats {
+			s.mu.Lock()
+			before := s.stats[i].Before
+			s.mu.Unlock()
+			if before == nil {
+				continue
+			}
+			smp, err := s.scrape(s.stats[i].URL)
+			if err != nil || smp.WSConnections > before.WSConnections {
+				done = false
+				break
+			}
+		}
+		if done {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // every scrapes periodically until the returned function is called.

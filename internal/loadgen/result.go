@@ -81,6 +81,7 @@ type Phases struct {
 	RampS  float64 `json:"ramp_s"`
 	SendS  float64 `json:"send_s"` // the hold time with -idle
 	DrainS float64 `json:"drain_s"`
+	CloseS float64 `json:"close_s"` // closing every socket
 	TotalS float64 `json:"total_s"`
 }
 
@@ -186,6 +187,7 @@ func mergeResults(parts []*Result) (*Result, error) {
 		m.Phases.RampS = max(m.Phases.RampS, p.Phases.RampS)
 		m.Phases.SendS = max(m.Phases.SendS, p.Phases.SendS)
 		m.Phases.DrainS = max(m.Phases.DrainS, p.Phases.DrainS)
+		m.Phases.CloseS = max(m.Phases.CloseS, p.Phases.CloseS)
 		m.Phases.TotalS = max(m.Phases.TotalS, p.Phases.TotalS)
 
 		c, pc := &m.Connect, p.Connect
@@ -317,7 +319,7 @@ func (r *Result) WriteTable(w io.Writer) {
 		load = "idle sockets"
 	}
 	fmt.Fprintf(tw, "run %s\t%d users over %d process(es), %s, %s, message %d B, drain %s\n", r.RunID, cfg.Users, r.Processes, load, cfg.Duration, cfg.MessageSize, cfg.Drain)
-	fmt.Fprintf(tw, "phases\tramp %.1fs  send %.1fs  drain %.1fs  total %.1fs\n", r.Phases.RampS, r.Phases.SendS, r.Phases.DrainS, r.Phases.TotalS)
+	fmt.Fprintf(tw, "phases\tramp %.1fs  send %.1fs  drain %.1fs  close %.1fs  total %.1fs\n", r.Phases.RampS, r.Phases.SendS, r.Phases.DrainS, r.Phases.CloseS, r.Phases.TotalS)
 	c := r.Connect
 	fmt.Fprintf(tw, "connect\t%d/%d connected (%.0f/s), %d failed [%s], peak open %d\n", c.Connected, c.Attempts, c.RatePerS, c.Failed, formatCounts(c.Failures), c.PeakOpen)
 	fmt.Fprintf(tw, "reconnect\t%d reconnects, failures [%s], disconnects [%s]\n", c.Reconnects, formatCounts(c.ReconnectFailures), formatCounts(c.Disconnects))
@@ -353,9 +355,11 @@ func (r *Result) WriteTable(w io.Writer) {
 			if s.RSSPerConnection > 0 {
 				fmt.Fprintf(tw, "%s\tper conn\t%.1f KiB\t\t\n", s.URL, s.RSSPerConnection/1024)
 			}
-			if s.ScrapeErrors > 0 {
-				fmt.Fprintf(tw, "%s\tscrape errors\t%d (%s)\t\t\n", s.URL, s.ScrapeErrors, s.LastError)
-			}
+		}
+	}
+	for _, s := range r.Servers {
+		if s.ScrapeErrors > 0 {
+			fmt.Fprintf(tw, "scrape errors\t%s: %d of %d (last: %s)\n", s.URL, s.ScrapeErrors, s.Scrapes, s.LastError)
 		}
 	}
 	if len(r.Clients) > 0 {

@@ -443,7 +443,9 @@ func runWorker(ctx context.Context, wc workerConfig, wait barrier, log io.Writer
 	}
 	res.Phases.DrainS = time.Since(t2).Seconds()
 	wait(phaseDrained)
+	t3 := time.Now()
 	r.closeAll()
+	res.Phases.CloseS = time.Since(t3).Seconds()
 	close(monStop)
 	<-monDone
 	res.Phases.TotalS = time.Since(t0).Seconds()
@@ -515,7 +517,7 @@ func Run(ctx context.Context, cfg Config, log io.Writer) (*Result, error) {
 		return nil, err
 	}
 	if len(cfg.MetricsURLs) > 0 {
-		time.Sleep(cfg.Settle)
+		sc.settle(time.Now().Add(cfg.Settle))
 		sc.sample(phaseAfter)
 	}
 	res.Servers = sc.results()
