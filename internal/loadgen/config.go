@@ -99,7 +99,7 @@ func ParseFlags(args []string, getenv func(string) string, out io.Writer) (Confi
 	fs.IntVar(&c.DialConcurrency, "dial-concurrency", c.DialConcurrency, "connection attempts in flight at most")
 	fs.DurationVar(&c.ConnectTimeout, "connect-timeout", c.ConnectTimeout, "TCP connect + WebSocket handshake timeout")
 	fs.BoolVar(&c.Reconnect, "reconnect", c.Reconnect, "reconnect (with backoff) a socket that failed or closed during the run")
-	fs.BoolVar(&c.Resume, "resume", c.Resume, "on reconnect, pass resume=<id of the last response seen>")
+	fs.BoolVar(&c.Resume, "resume", c.Resume, "on reconnect, pass resume=<cursor of the last answer seen> (the response id if the server sends no cursor)")
 	fs.Float64Var(&c.Rate, "rate", 0, "total messages per second over all users (open model); exclusive with -user-rate")
 	fs.Float64Var(&c.UserRate, "user-rate", 0, "messages per second per user (open model); exclusive with -rate")
 	fs.DurationVar(&c.Duration, "duration", c.Duration, "sending phase (with -idle: how long the sockets are held)")

@@ -49,6 +49,7 @@ type fakeChat struct {
 	plan          func(n int) action // by arrival number, 1-based
 	respDelay     time.Duration
 	withClientID  bool // echo client_id in responses (the real server does)
+	withCursor    bool // responses carry a history cursor (the real server does)
 	writeBufSize  int  // small: the server fragments long frames
 	answerSize    int
 	pingEvery     time.Duration
@@ -64,7 +65,7 @@ type fakeChat struct {
 	mu       sync.Mutex
 	arrivals []time.Time
 	queries  map[string][]url.Values // by user: every connection's query
-	lastResp map[string]string       // by user: last response id sent on the first socket
+	lastResp map[string]string       // by user: the resume cursor (or response id) last sent on the first socket
 }
 
 func newFakeChat(t *testing.T, setup func(*fakeChat)) *fakeChat {
@@ -159,10 +160,15 @@ func (f *fakeChat) serve(ws *websocket.Conn, userID string, first bool) {
 		if f.withClientID {
 			resp["client_id"] = m.ID
 		}
+		cursor := respID
+		if f.withCursor {
+			cursor = fmt.Sprintf("%d-%d", 1000+responses.Load(), len(respID))
+			resp["cursor"] = cursor
+		}
 		write(resp)
 		if first && f.closeFirstAt > 0 && responses.Add(1) == int64(f.closeFirstAt) && closing.CompareAndSwap(false, true) {
 			f.mu.Lock()
-			f.lastResp[userID] = respID
+			f.lastResp[userID] = cursor
 			f.mu.Unlock()
 			wmu.Lock()
 			_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, "shutdown"), time.Now().Add(time.Second))

@@ -347,17 +347,21 @@ func TestMultiProcess(t *testing.T) {
 }
 
 // A socket closed by the server reconnects; with -resume the new connection
-// names the last response seen.
+// names the last answer seen: its cursor, or its id from a server that sends
+// no cursors.
 func TestReconnectWithResume(t *testing.T) {
-	for _, resume := range []bool{true, false} {
-		t.Run(map[bool]string{true: "resume", false: "plain"}[resume], func(t *testing.T) {
-			f := newFakeChat(t, func(f *fakeChat) { f.closeFirstAt = 2 })
+	for _, tc := range []struct {
+		name           string
+		resume, cursor bool
+	}{{"cursor", true, true}, {"response-id", true, false}, {"plain", false, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFakeChat(t, func(f *fakeChat) { f.closeFirstAt = 2; f.withCursor = tc.cursor })
 			cfg := testConfig(f)
 			cfg.Users = 2
 			cfg.Rate, cfg.UserRate = 0, 10
 			cfg.Duration = 1500 * time.Millisecond
 			cfg.Drain = 500 * time.Millisecond
-			cfg.Resume = resume
+			cfg.Resume = tc.resume
 			res := run(t, cfg)
 			if res.Connect.Disconnects["close_1001"] != 2 || res.Connect.Reconnects < 2 {
 				t.Fatalf("disconnects %v, reconnects %d", res.Connect.Disconnects, res.Connect.Reconnects)
@@ -373,10 +377,10 @@ func TestReconnectWithResume(t *testing.T) {
 					t.Errorf("%s: first connection has resume=%q", u, qs[0].Get("resume"))
 				}
 				got := qs[1].Get("resume")
-				if want := f.lastResp[u]; resume && got != want {
-					t.Errorf("%s: reconnected with resume=%q, want the last response %q", u, got, want)
+				if want := f.lastResp[u]; tc.resume && (got != want || want == "") {
+					t.Errorf("%s: reconnected with resume=%q, want the last answer's %q", u, got, want)
 				}
-				if !resume && qs[1].Has("resume") {
+				if !tc.resume && qs[1].Has("resume") {
 					t.Errorf("%s: resume=%q without -resume", u, got)
 				}
 			}

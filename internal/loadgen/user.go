@@ -18,6 +18,7 @@ type serverFrame struct {
 	ReplyTo  string `json:"reply_to"`
 	ClientID string `json:"client_id"`
 	Message  string `json:"message"`
+	Cursor   string `json:"cursor"`
 }
 
 // pend is a message sent and not answered yet.
@@ -45,7 +46,7 @@ type user struct {
 	orphans      map[uint64]time.Time // answers whose message is not known yet (hash of reply_to → arrival)
 	awaitAck     map[uint32]time.Time // answered before their ack arrived: sequence → send time
 	answered     []uint64             // bitset by sequence number
-	lastResp     string               // id of the last response seen: the resume cursor
+	lastResp     string               // resume cursor: cursor of the last answer seen (its id if the server sends none)
 }
 
 func hashID(s string) uint64 {
@@ -135,6 +136,9 @@ func (u *user) onMessage(_ *wsConn, data []byte, at time.Time) {
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	if f.Cursor != "" && (f.Type == "response" || f.Type == "error") {
+		u.lastResp = f.Cursor
+	}
 	switch f.Type {
 	case "ack":
 		r.acked.Add(1)
@@ -162,7 +166,7 @@ func (u *user) onMessage(_ *wsConn, data []byte, at time.Time) {
 			}
 		}
 	case "response":
-		if f.ID != "" {
+		if f.ID != "" && f.Cursor == "" {
 			u.lastResp = f.ID
 		}
 		seq, ok := u.lookupLocked(f.ReplyTo, f.ClientID)
