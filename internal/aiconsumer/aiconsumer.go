@@ -95,6 +95,7 @@ func New(ctx context.Context, cfg Config, model llm.Model, log *slog.Logger, reg
 	s.consumer, err = kafka.NewConsumer(kafka.ConsumerConfig{
 		Client: cc, Group: cfg.Group, Topics: []string{kafka.TopicIncoming},
 		MaxInFlight: cfg.MaxInFlight, DrainTimeout: cfg.Drain, Lag: kafka.NewLagGauge(reg),
+		SessionTimeout: cfg.Kafka.SessionTimeout,
 	}, h)
 	if err != nil {
 		s.closeClients()

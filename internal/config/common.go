@@ -13,6 +13,9 @@ type Kafka struct {
 	Partitions  int32         `env:"KAFKA_TOPIC_PARTITIONS" envDefault:"12"`
 	Replication int16         `env:"KAFKA_REPLICATION_FACTOR" envDefault:"1"`
 	Linger      time.Duration `env:"KAFKA_PRODUCER_LINGER" envDefault:"2ms"`
+	// SessionTimeout is how long a consumer that died silently keeps its
+	// partitions before the group moves them.
+	SessionTimeout time.Duration `env:"KAFKA_SESSION_TIMEOUT" envDefault:"45s"`
 }
 
 // Validate checks the broker settings.
@@ -26,6 +29,8 @@ func (k Kafka) Validate() error {
 		return errors.New("KAFKA_REPLICATION_FACTOR: must be at least 1")
 	case k.Linger < 0:
 		return errors.New("KAFKA_PRODUCER_LINGER: must not be negative")
+	case k.SessionTimeout < time.Second:
+		return errors.New("KAFKA_SESSION_TIMEOUT: must be at least 1s")
 	}
 	return nil
 }

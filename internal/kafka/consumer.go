@@ -25,6 +25,8 @@ type ConsumerConfig struct {
 	DrainTimeout time.Duration
 	// CommitInterval is how often marked offsets are committed.
 	CommitInterval time.Duration
+	// SessionTimeout is the group session timeout (0: franz-go's 45s).
+	SessionTimeout time.Duration
 	// Lag, when set, receives the consumer lag of owned partitions every
 	// LagInterval (default 5s).
 	Lag         *prometheus.GaugeVec
@@ -114,7 +116,11 @@ func NewConsumer(cfg ConsumerConfig, h Handler) (*Consumer, error) {
 	}
 	cc := cfg.Client
 	cc.Role = "consumer"
-	cl, err := NewClient(cc,
+	extra := []kgo.Opt{}
+	if cfg.SessionTimeout > 0 {
+		extra = append(extra, kgo.SessionTimeout(cfg.SessionTimeout), kgo.HeartbeatInterval(max(cfg.SessionTimeout/10, 100*time.Millisecond)))
+	}
+	cl, err := NewClient(cc, append(extra,
 		kgo.ConsumerGroup(cfg.Group),
 		kgo.ConsumeTopics(cfg.Topics...),
 		// Only records marked by finish() are ever committed, periodically
@@ -126,7 +132,7 @@ func NewConsumer(cfg ConsumerConfig, h Handler) (*Consumer, error) {
 		kgo.OnPartitionsLost(c.lost),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchMaxWait(250*time.Millisecond),
-	)
+	)...)
 	if err != nil {
 		return nil, err
 	}

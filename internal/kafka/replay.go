@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -32,6 +33,9 @@ func ReplayDLQ(ctx context.Context, brokers []string, dlqTopic, group string, dr
 		return 0, fmt.Errorf("dlq end offsets: %w", err)
 	}
 	done, err := adm.FetchOffsets(ctx, group)
+	if errors.Is(err, kerr.GroupIDNotFound) {
+		done, err = kadm.OffsetResponses{}, nil // first run: nothing replayed yet
+	}
 	if err != nil {
 		return 0, fmt.Errorf("dlq replay progress: %w", err)
 	}

@@ -88,6 +88,7 @@ func New(rdb redis.UniversalClient, cfg Config) *Limiters {
 // Limit names, the values of the {limit} label of
 // chat_gateway_limited_total.
 const (
+	LimitFrameSize      = "frame_size" // WS_READ_LIMIT, enforced by the gateway itself
 	LimitUserMessages   = "user_messages"
 	LimitUserSockets    = "user_sockets"
 	LimitIPConnects     = "ip_connects"
@@ -97,7 +98,7 @@ const (
 
 // Names lists every limit name, to start a counter at zero for each.
 func Names() []string {
-	return []string{LimitUserMessages, LimitUserSockets, LimitIPConnects, LimitInstanceSocket, LimitUserTokens}
+	return []string{LimitFrameSize, LimitUserMessages, LimitUserSockets, LimitIPConnects, LimitInstanceSocket, LimitUserTokens}
 }
 
 // Result is the answer of a rate limiter.

@@ -405,7 +405,7 @@ func TestConfig(t *testing.T) {
 			t.Errorf("%s=%s: want an error naming it, got %v", env, name, err)
 		}
 	}
-	if len(Names()) != 5 {
+	if len(Names()) != 6 {
 		t.Fatal(Names())
 	}
 }

@@ -105,6 +105,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 	r.consumer, err = kafka.NewConsumer(kafka.ConsumerConfig{
 		Client: cc, Group: cfg.Group, Topics: []string{kafka.TopicResponses},
 		MaxInFlight: cfg.MaxInFlight, DrainTimeout: cfg.Drain, Lag: kafka.NewLagGauge(reg),
+		SessionTimeout: cfg.Kafka.SessionTimeout,
 	}, h)
 	if err != nil {
 		r.closeClients()

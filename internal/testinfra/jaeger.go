@@ -187,7 +187,7 @@ func (j *Jaeger) FindTraces(service, key, value string) ([]JaegerTrace, error) {
 	defer resp.Body.Close()
 	var out struct {
 		Data   []JaegerTrace `json:"data"`
-		Errors any          `json:"errors"`
+		Errors any           `json:"errors"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
 		return nil, err
@@ -211,4 +211,3 @@ func (j *Jaeger) Services() []string {
 	_ = json.NewDecoder(resp.Body).Decode(&out)
 	return out.Data
 }
-
