@@ -7,7 +7,12 @@ BIN   ?= bin
 TEST_DEPS := redis-server:redis-server nginx:nginx-light kcat:kcat docker-compose:docker-compose \
              promtool:prometheus prometheus-alertmanager:prometheus-alertmanager
 
-.PHONY: run test deps build vet token clean help
+# Fuzz targets as Name:package; `make fuzz` runs each for FUZZTIME.
+FUZZ_TARGETS := FuzzDecodeClientFrame:./internal/protocol/ FuzzUnmarshal:./internal/envelope/ \
+                FuzzRecordEnvelope:./internal/envelope/ FuzzVerify:./internal/auth/ FuzzVerifyClaims:./internal/auth/
+FUZZTIME ?= 2m
+
+.PHONY: run test deps build vet token clean help fuzz fuzz-smoke
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -15,8 +20,19 @@ help: ## list the targets
 run: ## the whole system in one process: embedded broker and Redis, chat at http://localhost:8080
 	$(GO) run ./services/devstack
 
-test: deps vet ## install missing test servers, then vet and run every test with -race
+test: deps vet ## install missing test servers, vet, run every test with -race, then fuzz-smoke
 	$(GO) test -race -timeout 20m -count=1 ./...
+	@$(MAKE) --no-print-directory fuzz-smoke
+
+fuzz-smoke: ## run each fuzz target for 5s, one at a time
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=5s
+
+fuzz: ## run each fuzz target for FUZZTIME (default 2m), one at a time; a crasher is saved under testdata/fuzz
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  name=$${t%%:*}; pkg=$${t#*:}; \
+	  echo "fuzz: $$name in $$pkg for $(FUZZTIME)"; \
+	  $(GO) test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(FUZZTIME) $$pkg; \
+	done
 
 deps: ## install the Debian packages the tests need, when missing
 	@missing=""; \
