@@ -103,17 +103,21 @@ func TestUserMessagesExactAcrossInstances(t *testing.T) {
 func TestUserMessagesBurst(t *testing.T) {
 	a, b := twoInstances(t)
 	ctx := context.Background()
-	insts := []*UserMessages{NewUserMessages(a, 60, 3), NewUserMessages(b, 60, 3)}
+	// 30/min: one more every 2s, far longer than the hammer takes.
+	insts := []*UserMessages{NewUserMessages(a, 30, 3), NewUserMessages(b, 30, 3)}
 	if got := hammer(t, 20, func(_ int, inst int) (bool, error) {
 		r, err := insts[inst].Allow(ctx, "u1")
 		return r.Allowed, err
 	}); got != 3 {
 		t.Fatalf("%d allowed, want the burst of 3", got)
 	}
-	// 60/min: one more a second.
-	time.Sleep(1100 * time.Millisecond)
-	if r, _ := insts[0].Allow(ctx, "u1"); !r.Allowed {
-		t.Fatalf("after 1.1s one more must be allowed: %+v", r)
+	r, _ := insts[0].Allow(ctx, "u1")
+	if r.Allowed || r.RetryAfter <= 0 || r.RetryAfter > 2*time.Second {
+		t.Fatalf("after the burst: %+v, want refused with RetryAfter in (0, 2s]", r)
+	}
+	time.Sleep(r.RetryAfter + 100*time.Millisecond)
+	if r, _ := insts[1].Allow(ctx, "u1"); !r.Allowed {
+		t.Fatalf("after RetryAfter one more must be allowed: %+v", r)
 	}
 }
 
@@ -204,7 +208,8 @@ func TestUserSocketsExactAcrossInstances(t *testing.T) {
 func TestUserSocketsExpireWithoutRefresh(t *testing.T) {
 	a, b := twoInstances(t)
 	ctx := context.Background()
-	const ttl = 400 * time.Millisecond
+	// Long enough that a loaded machine still refreshes in time.
+	const ttl = time.Second
 	crashed := NewUserSockets(a, 2, ttl)
 	alive := NewUserSockets(b, 2, ttl)
 	for _, id := range []string{"dead-1", "dead-2"} {
