@@ -12,7 +12,9 @@ package auth
 import (
 	"errors"
 	"fmt"
+	"math"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -112,25 +114,56 @@ func (v *Verifier) Verify(token, userID string) error {
 	if len(token) > MaxTokenBytes {
 		return &Error{ReasonMalformed, fmt.Errorf("token longer than %d bytes", MaxTokenBytes)}
 	}
-	var claims jwt.RegisteredClaims
+	var claims tokenClaims
 	if _, err := v.parser.ParseWithClaims(token, &claims, v.keyFunc); err != nil {
 		return &Error{reason(err), err}
 	}
 	return v.checkClaims(&claims, userID)
 }
 
+// tokenClaims are the registered claims with exp, nbf and iat kept as float
+// seconds: jwt.NumericDate converts absurd values (nbf: 1e20) to a time that
+// overflowed into the past, which would make such a token valid at once.
+// Comparing floats cannot overflow.
+type tokenClaims struct {
+	jwt.RegisteredClaims
+	Exp numericDate `json:"exp"`
+	Nbf numericDate `json:"nbf"`
+	Iat numericDate `json:"iat"`
+}
+
+// numericDate is a JWT NumericDate in seconds; null or absent is unset.
+type numericDate struct {
+	set bool
+	sec float64
+}
+
+func (d *numericDate) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		*d = numericDate{}
+		return nil
+	}
+	f, err := strconv.ParseFloat(string(b), 64)
+	if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
+		return errors.New("a date claim must be a finite number")
+	}
+	*d = numericDate{set: true, sec: f}
+	return nil
+}
+
 // checkClaims runs after the signature verified, so its reasons describe a
 // genuine token that is not (or no longer) good for this connection.
-func (v *Verifier) checkClaims(c *jwt.RegisteredClaims, userID string) error {
-	now := v.now()
+func (v *Verifier) checkClaims(c *tokenClaims, userID string) error {
+	now := float64(v.now().UnixNano()) / 1e9
+	lee := v.leeway.Seconds()
 	switch {
-	case c.ExpiresAt == nil:
+	case !c.Exp.set:
 		return &Error{ReasonNoExpiry, errors.New("exp is required")}
-	case !now.Before(c.ExpiresAt.Add(v.leeway)):
+	case now >= c.Exp.sec+lee:
 		return &Error{ReasonExpired, errors.New("token is expired")}
-	case c.NotBefore != nil && now.Add(v.leeway).Before(c.NotBefore.Time):
+	case c.Nbf.set && now+lee < c.Nbf.sec:
 		return &Error{ReasonNotYet, errors.New("token is not valid yet (nbf)")}
-	case c.IssuedAt != nil && now.Add(v.leeway).Before(c.IssuedAt.Time):
+	case c.Iat.set && now+lee < c.Iat.sec:
 		return &Error{ReasonNotYet, errors.New("token was issued in the future (iat)")}
 	case v.issuer != "" && c.Issuer != v.issuer:
 		return &Error{ReasonIssuer, errors.New("iss is not the configured issuer")}

@@ -208,6 +208,13 @@ func TestHS256Claims(t *testing.T) {
 		{"nbf in future", hs(map[string]any{"nbf": testNow.Add(time.Minute).Unix()}), "", ReasonNotYet},
 		{"nbf within leeway", hs(map[string]any{"nbf": testNow.Add(10 * time.Second).Unix()}), "", ""},
 		{"iat in future", hs(map[string]any{"iat": testNow.Add(time.Minute).Unix()}), "", ReasonNotYet},
+		{"nbf overflowing time", hs(map[string]any{"nbf": 1e20}), "", ReasonNotYet},
+		{"iat overflowing time", hs(map[string]any{"iat": 9.3e18}), "", ReasonNotYet},
+		{"exp far away", hs(map[string]any{"exp": 1e20}), "", ""},
+		{"exp overflowing into the past", hs(map[string]any{"exp": -1e20}), "", ReasonExpired},
+		{"exp infinite", craftSigned(t, `{"sub":"u1","exp":1e400,"iss":"https://idp.example","aud":"chat"}`), "", ReasonMalformed},
+		{"nbf as a string", hs(map[string]any{"nbf": "0"}), "", ReasonMalformed},
+		{"exp null", hs(map[string]any{"exp": json.RawMessage("null")}), "", ReasonNoExpiry},
 		{"iat within leeway", hs(map[string]any{"iat": testNow.Add(10 * time.Second).Unix()}), "", ""},
 		{"no iss", hs(map[string]any{"iss": nil}), "", ReasonIssuer},
 		{"wrong iss", hs(map[string]any{"iss": "https://evil.example"}), "", ReasonIssuer},
@@ -235,6 +242,18 @@ func withCrit(t *testing.T, key []byte, c jwt.MapClaims) string {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// craftSigned signs a raw JSON payload with the plain HS256 secret.
+func craftSigned(t *testing.T, payload string) string {
+	t.Helper()
+	e := base64.RawURLEncoding.EncodeToString
+	signing := e([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." + e([]byte(payload))
+	sig, err := jwt.SigningMethodHS256.Sign(signing, secretPlain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signing + "." + e(sig)
 }
 
 // craft assembles a token from raw JSON parts and a raw signature.
