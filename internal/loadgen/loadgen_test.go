@@ -166,7 +166,7 @@ func TestFragmentsPingsAndScrapes(t *testing.T) {
 	cfg.Users = 10
 	cfg.Rate, cfg.UserRate = 0, 10
 	cfg.MessageSize = 300
-	cfg.Settle = 300 * time.Millisecond
+	cfg.Settle = 5 * time.Second // at most: it ends when the server saw the closes
 	res := run(t, cfg)
 	m := res.Messages
 	if !res.OK || m.Sent != 100 || m.Answered != 100 || m.Lost != 0 || m.Duplicated != 0 || m.Unmatched != 0 || len(m.Errors) != 0 {
@@ -200,7 +200,7 @@ func TestFragmentsPingsAndScrapes(t *testing.T) {
 // The open model: sends keep to the clock while the server takes longer to
 // answer than the whole sending phase.
 func TestOpenModelKeepsTheClock(t *testing.T) {
-	f := newFakeChat(t, func(f *fakeChat) { f.respDelay = 1500 * time.Millisecond })
+	f := newFakeChat(t, func(f *fakeChat) { f.respDelay = 2 * time.Second })
 	cfg := testConfig(f)
 	cfg.Users = 10
 	cfg.Rate = 100
@@ -215,17 +215,17 @@ func TestOpenModelKeepsTheClock(t *testing.T) {
 	f.mu.Unlock()
 	spread := arr[len(arr)-1].Sub(arr[0])
 	// Message k is due at k/100 s: the last one 0.99 s after the first, long
-	// before the first answer (1.5 s) could have released a closed-model client.
-	if spread < 900*time.Millisecond || spread > 1400*time.Millisecond {
+	// before the first answer (2 s) could have released a closed-model client.
+	if spread < 900*time.Millisecond || spread > 1900*time.Millisecond {
 		t.Errorf("messages arrived over %v, want ≈0.99s", spread)
 	}
-	if res.Latency.P50 < 1500 {
-		t.Errorf("latency p50 %.1f ms, want ≥ the server's 1500 ms", res.Latency.P50)
+	if res.Latency.P50 < 2000 {
+		t.Errorf("latency p50 %.1f ms, want ≥ the server's 2000 ms", res.Latency.P50)
 	}
-	if res.ScheduleLag.P99 > 250 {
+	if res.ScheduleLag.P99 > 500 {
 		t.Errorf("schedule lag p99 %.1f ms: sends did not keep to the clock", res.ScheduleLag.P99)
 	}
-	if m.SendRatePerS < 80 || m.SendRatePerS > 110 {
+	if m.SendRatePerS < 70 || m.SendRatePerS > 110 {
 		t.Errorf("send rate %.1f/s, want ≈100", m.SendRatePerS)
 	}
 }
