@@ -85,6 +85,11 @@ func StartProcess(t testing.TB, name, binary string, env []string, readyURL stri
 		p.Kill()
 		if t.Failed() {
 			t.Logf("---- %s log (last 4 KiB) ----\n%s", name, tail(p.Logs(), 4096))
+			// KEEP_LOGS=dir keeps whole logs of failed tests for a closer look.
+			if dir := os.Getenv("KEEP_LOGS"); dir != "" {
+				_ = os.MkdirAll(dir, 0o755)
+				_ = os.WriteFile(filepath.Join(dir, name+".log"), []byte(p.Logs()), 0o644)
+			}
 		}
 	})
 	p.Start()

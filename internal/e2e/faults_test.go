@@ -1,0 +1,575 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/chatrelay/chat/internal/aiconsumer"
+	"github.com/chatrelay/chat/internal/fakeopenai"
+	"github.com/chatrelay/chat/internal/history"
+	"github.com/chatrelay/chat/internal/redisbus"
+	"github.com/chatrelay/chat/internal/testinfra"
+)
+
+// The fault suite: the deployment as real processes under steady load, one
+// fault at a time, then a count per user of messages acknowledged against
+// answers received. Every acknowledged message must get exactly one answer
+// (a response or one error frame): 0 lost, 0 duplicated as the client sees
+// it. The results table goes to docs/reliability.md.
+
+const (
+	faultUsers    = 50
+	sendInterval  = 400 * time.Millisecond // per user: 125 msg/s in all
+	drainDeadline = 60 * time.Second
+)
+
+type faultSystem struct {
+	t        *testing.T
+	redis    *testinfra.Redis
+	kafka    *testinfra.Kafka
+	openai   *fakeopenai.Server
+	nginx    *testinfra.Nginx
+	gateways []*testinfra.Process
+	ai       *testinfra.Process
+	relay    *testinfra.Process
+}
+
+func startFaultSystem(t *testing.T) *faultSystem {
+	s := &faultSystem{
+		t:      t,
+		redis:  testinfra.StartRedis(t, testinfra.WithPersistence()),
+		kafka:  testinfra.StartKafka(t, testinfra.WithPartitions(4), testinfra.WithDataDir()),
+		openai: fakeopenai.Start(t, fakeopenai.WithAPIKey(testAPIKey)),
+	}
+	common := []string{
+		"KAFKA_BOOTSTRAP_SERVERS=" + s.kafka.Bootstrap(), "KAFKA_TOPIC_PARTITIONS=4", "KAFKA_SESSION_TIMEOUT=6s",
+		"REDIS_URL=" + s.redis.URL(), "LOG_LEVEL=info", "SHUTDOWN_TIMEOUT=20s",
+	}
+	var upstreams []string
+	for i := 1; i <= 2; i++ {
+		httpAddr, opsAddr := testinfra.FreeAddr(t), testinfra.FreeAddr(t)
+		env := append([]string{
+			"HTTP_ADDR=" + httpAddr, "OPS_ADDR=" + opsAddr, "AUTH_SECRET=" + testSecret, fmt.Sprintf("INSTANCE_ID=gw-%d", i),
+			"WS_SEND_QUEUE=32", "GATEWAY_PRODUCE_TIMEOUT=5s", "GATEWAY_DRAIN_TIMEOUT=5s",
+		}, common...)
+		s.gateways = append(s.gateways, testinfra.StartProcess(t, fmt.Sprintf("websocket-server-%d", i), "websocket-server", env, "http://"+opsAddr+"/readyz"))
+		upstreams = append(upstreams, httpAddr)
+	}
+	aiOps := testinfra.FreeAddr(t)
+	s.ai = testinfra.StartProcess(t, "ai-consumer", "ai-consumer", append([]string{
+		"OPS_ADDR=" + aiOps, "OPENAI_API_KEY=" + testAPIKey, "OPENAI_BASE_URL=" + s.openai.BaseURL(), "OPENAI_MODEL=test-model",
+		"OPENAI_TIMEOUT=1s", "LLM_MAX_ATTEMPTS=3", "LLM_RETRY_BASE_DELAY=100ms", "LLM_RETRY_MAX_DELAY=1s",
+		"LLM_BREAKER_FAILURES=5", "LLM_BREAKER_OPEN_FOR=2s", "AI_DRAIN_TIMEOUT=10s",
+	}, common...), "http://"+aiOps+"/readyz")
+	relayOps := testinfra.FreeAddr(t)
+	s.relay = testinfra.StartProcess(t, "message-relay", "message-relay", append([]string{"OPS_ADDR=" + relayOps}, common...), "http://"+relayOps+"/readyz")
+	s.nginx = testinfra.StartNginx(t, upstreams)
+	return s
+}
+
+// faultClient is one user: it sends on a clock, reconnects through nginx
+// with the last cursor it saw, and keeps the books.
+type faultClient struct {
+	user string
+	base string
+
+	mu          sync.Mutex
+	conn        *websocket.Conn
+	cursor      string
+	seq         int
+	sent        int
+	acked       map[string]string          // message id → client id
+	answers     map[string]map[string]bool // reply_to → response ids
+	errorsFor   map[string]bool            // reply_to answered by an error frame
+	dupOnConn   int
+	notQueued   int
+	answerTimes []time.Time
+	reconnects  int
+	stopReading atomic.Bool
+	readBuf     int
+	state       atomic.Value // what the client is doing, for failure reports
+}
+
+func newFaultClient(base, user string) *faultClient {
+	return &faultClient{user: user, base: base, acked: map[string]string{}, answers: map[string]map[string]bool{}, errorsFor: map[string]bool{}}
+}
+
+// run keeps the client connected and sending until sendUntil, then only
+// reading until ctx ends.
+func (c *faultClient) run(ctx context.Context, sendUntil *atomic.Bool) {
+	for ctx.Err() == nil {
+		c.state.Store("dialing")
+		conn, err := c.dial()
+		if err != nil {
+			c.state.Store("dial failed: " + err.Error())
+			sleepCtx(ctx, 200*time.Millisecond)
+			continue
+		}
+		c.state.Store("connected")
+		connCtx, cancel := context.WithCancel(ctx)
+		// Closing on cancel unblocks the reader whatever it is waiting for.
+		go func() { <-connCtx.Done(); _ = conn.Close() }()
+		go func() {
+			t := time.NewTicker(sendInterval)
+			defer t.Stop()
+			for {
+				select {
+				case <-connCtx.Done():
+					return
+				case <-t.C:
+					if !sendUntil.Load() {
+						continue
+					}
+					c.mu.Lock()
+					c.seq++
+					clientID := fmt.Sprintf("c%d", c.seq)
+					err := conn.WriteJSON(map[string]string{"type": "message", "content": fmt.Sprintf("%s says %d", c.user, c.seq), "userid": c.user, "id": clientID})
+					if err == nil {
+						c.sent++
+					}
+					c.mu.Unlock()
+				}
+			}
+		}()
+		err = c.read(conn)
+		c.state.Store("read ended: " + err.Error())
+		cancel()
+		_ = conn.Close()
+		c.mu.Lock()
+		c.reconnects++
+		c.mu.Unlock()
+		sleepCtx(ctx, 100*time.Millisecond)
+	}
+}
+
+func (c *faultClient) dial() (*websocket.Conn, error) {
+	c.mu.Lock()
+	url := testinfra.ChatURL(c.base, testSecret, c.user)
+	if c.cursor != "" {
+		url += "&resume=" + c.cursor
+	}
+	c.mu.Unlock()
+	d := *websocket.DefaultDialer
+	if c.readBuf > 0 {
+		// A small kernel buffer makes a client that stops reading fill up
+		// quickly, as a phone on a dead network does.
+		d.NetDial = func(network, addr string) (net.Conn, error) {
+			conn, err := net.Dial(network, addr)
+			if tc, ok := conn.(*net.TCPConn); ok {
+				_ = tc.SetReadBuffer(c.readBuf)
+			}
+			return conn, err
+		}
+	}
+	conn, resp, err := d.Dial(url, nil)
+	if err != nil && resp != nil {
+		err = fmt.Errorf("%w (HTTP %d)", err, resp.StatusCode)
+	}
+	if err == nil {
+		c.mu.Lock()
+		c.conn = conn
+		c.mu.Unlock()
+	}
+	return conn, err
+}
+
+func (c *faultClient) read(conn *websocket.Conn) error {
+	seen := map[string]bool{}
+	for {
+		for c.stopReading.Load() {
+			time.Sleep(50 * time.Millisecond)
+		}
+		var f testinfra.Frame
+		if err := conn.ReadJSON(&f); err != nil {
+			return err
+		}
+		c.mu.Lock()
+		switch {
+		case f.Type == "ack":
+			c.acked[f.ID] = f.ClientID
+		case (f.Type == "response" || f.Type == "error") && f.ReplyTo != "":
+			if seen[f.ID] {
+				c.dupOnConn++
+			}
+			seen[f.ID] = true
+			if c.answers[f.ReplyTo] == nil {
+				c.answers[f.ReplyTo] = map[string]bool{}
+			}
+			c.answers[f.ReplyTo][f.ID] = true
+			if f.Type == "error" {
+				c.errorsFor[f.ReplyTo] = true
+			}
+			if history.CompareCursors(f.Cursor, c.cursor) > 0 {
+				c.cursor = f.Cursor
+			}
+			c.answerTimes = append(c.answerTimes, time.Now())
+		case f.Type == "error":
+			c.notQueued++
+		}
+		c.mu.Unlock()
+	}
+}
+
+// books counts what this client saw.
+type books struct {
+	sent, acked, answered, errors, lost, duplicated, notQueued, reconnects int
+}
+
+func (c *faultClient) books() books {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b := books{sent: c.sent, acked: len(c.acked), notQueued: c.notQueued, reconnects: c.reconnects, duplicated: c.dupOnConn}
+	for id := range c.acked {
+		switch n := len(c.answers[id]); {
+		case n == 0:
+			b.lost++
+		case n > 1:
+			b.duplicated += n - 1
+		}
+		if len(c.answers[id]) > 0 {
+			b.answered++
+			if c.errorsFor[id] {
+				b.errors++
+			}
+		}
+	}
+	return b
+}
+
+func (c *faultClient) pending() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for id := range c.acked {
+		if len(c.answers[id]) == 0 {
+			n++
+		}
+	}
+	return n
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+type faultResult struct {
+	name                                                       string
+	sent, acked, answered, errors, lost, duplicated, notQueued int
+	recovery                                                   time.Duration
+	modelCalls                                                 int
+	dlqIncoming, dlqResponses                                  int64
+}
+
+// scenario runs load, applies fault (which returns when the fault is over),
+// keeps the load a little longer, stops sending and waits until every
+// acknowledged message is answered or the deadline passes.
+func (s *faultSystem) scenario(t *testing.T, name string, fault func(clients []*faultClient)) faultResult {
+	s.openai.Reset()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var sending atomic.Bool
+	sending.Store(true)
+	clients := make([]*faultClient, faultUsers)
+	var wg sync.WaitGroup
+	for i := range clients {
+		clients[i] = newFaultClient("ws://"+s.nginx.Addr(), fmt.Sprintf("%s-u%02d", strings.ReplaceAll(name, " ", "-"), i))
+		if name == "client stops reading" && i == 0 {
+			clients[i].readBuf = 4096
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); clients[i].run(ctx, &sending) }()
+	}
+	time.Sleep(3 * time.Second)
+	fault(clients)
+	faultOver := time.Now()
+	time.Sleep(3 * time.Second)
+	sending.Store(false)
+
+	deadline := time.Now().Add(drainDeadline)
+	for time.Now().Before(deadline) {
+		pending := 0
+		for _, c := range clients {
+			pending += c.pending()
+		}
+		if pending == 0 {
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond) // late duplicates would show up here
+	cancel()
+	for _, c := range clients {
+		c.mu.Lock()
+		if c.conn != nil {
+			_ = c.conn.Close()
+		}
+		c.mu.Unlock()
+	}
+	wg.Wait()
+
+	r := faultResult{name: name, modelCalls: s.openai.Requests()}
+	for _, c := range clients {
+		b := c.books()
+		r.sent += b.sent
+		r.acked += b.acked
+		r.answered += b.answered
+		r.errors += b.errors
+		r.lost += b.lost
+		r.duplicated += b.duplicated
+		r.notQueued += b.notQueued
+	}
+	r.recovery = s.recoveryTime(clients, faultOver)
+	t.Logf("%-28s sent=%d acked=%d answered=%d errors=%d lost=%d dup=%d not-queued=%d recovery=%s model-calls=%d",
+		name, r.sent, r.acked, r.answered, r.errors, r.lost, r.duplicated, r.notQueued, r.recovery, r.modelCalls)
+	if r.lost != 0 || r.duplicated != 0 {
+		t.Errorf("%s: %d lost, %d duplicated", name, r.lost, r.duplicated)
+		for _, c := range clients {
+			c.mu.Lock()
+			for id, cid := range c.acked {
+				if len(c.answers[id]) != 1 {
+					t.Logf("  %s message %s (client id %s): %d answers, cursor %s, state %v, reconnects %d; history: %s", c.user, id, cid, len(c.answers[id]), c.cursor, c.state.Load(), c.reconnects, s.historyOf(c.user, id))
+				}
+			}
+			c.mu.Unlock()
+		}
+	}
+	if r.acked < faultUsers {
+		t.Errorf("%s: only %d messages acknowledged: the load did not run", name, r.acked)
+	}
+	return r
+}
+
+// recoveryTime is how long after the fault ended the system took to answer
+// again: the earliest answer to a message acknowledged after that moment.
+func (s *faultSystem) recoveryTime(clients []*faultClient, over time.Time) time.Duration {
+	first := time.Time{}
+	for _, c := range clients {
+		c.mu.Lock()
+		for _, at := range c.answerTimes {
+			if at.After(over) && (first.IsZero() || at.Before(first)) {
+				first = at
+			}
+		}
+		c.mu.Unlock()
+	}
+	if first.IsZero() {
+		return -1
+	}
+	return first.Sub(over).Round(10 * time.Millisecond)
+}
+
+// historyOf describes where message id stands in the user's history.
+func (s *faultSystem) historyOf(user, id string) string {
+	rdb, err := redisbus.NewClient(s.redis.URL())
+	if err != nil {
+		return err.Error()
+	}
+	defer rdb.Close()
+	msgs, err := rdb.XRange(context.Background(), "chat:{"+user+"}:history", "-", "+").Result()
+	if err != nil {
+		return err.Error()
+	}
+	var out []string
+	for _, m := range msgs {
+		e, _ := m.Values["e"].(string)
+		if strings.Contains(e, id) {
+			out = append(out, m.ID+" "+e[:min(len(e), 160)])
+		}
+	}
+	return fmt.Sprintf("%d entries, matching: %v", len(msgs), out)
+}
+
+func (s *faultSystem) dlqCounts(t *testing.T) (int64, int64) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(s.kafka.Addrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, "incoming_messages.dlq", "responses.dlq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var in, out int64
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Topic == "incoming_messages.dlq" {
+			in += o.Offset
+		} else {
+			out += o.Offset
+		}
+	})
+	return in, out
+}
+
+func (s *faultSystem) poison(t *testing.T, n int) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(s.kafka.Addrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var recs []*kgo.Record
+	for i := 0; i < n; i++ {
+		for _, topic := range []string{"incoming_messages", "responses"} {
+			recs = append(recs, &kgo.Record{Topic: topic, Key: []byte(fmt.Sprintf("poison-%d", i)), Value: []byte(fmt.Sprintf(`{"not":"an envelope %d"`, i))})
+		}
+	}
+	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestFaultSuite(t *testing.T) {
+	s := startFaultSystem(t)
+	restart := func(p *testinfra.Process) { p.Start() }
+	pause := 2 * time.Second
+	scenarios := []struct {
+		name  string
+		fault func(clients []*faultClient)
+	}{
+		{"kill -9 ai-consumer", func([]*faultClient) { s.ai.Kill(); time.Sleep(pause); restart(s.ai) }},
+		{"kill -9 message-relay", func([]*faultClient) { s.relay.Kill(); time.Sleep(pause); restart(s.relay) }},
+		{"kill -9 websocket-server", func([]*faultClient) {
+			s.gateways[0].Kill()
+			time.Sleep(5 * time.Second) // clients reconnect through nginx to the other instance
+			restart(s.gateways[0])
+		}},
+		{"SIGTERM every service", func([]*faultClient) {
+			for _, p := range []*testinfra.Process{s.gateways[0], s.gateways[1], s.ai, s.relay} {
+				if !p.Signal(syscall.SIGTERM, 30*time.Second) {
+					t.Errorf("%s did not stop within 30s of SIGTERM", p.Name)
+				}
+				if code := p.ExitCode(); code != 0 {
+					t.Errorf("%s exited %d after SIGTERM", p.Name, code)
+				}
+				restart(p)
+			}
+		}},
+		{"redis-server restarted", func([]*faultClient) { s.redis.Stop(); time.Sleep(pause); s.redis.Start() }},
+		{"broker restarted", func([]*faultClient) { s.kafka.Stop(); time.Sleep(pause); s.kafka.Start() }},
+		{"openai 429 then 500 then timeouts", func([]*faultClient) {
+			s.openai.FailNext(40, http.StatusTooManyRequests, "1")
+			time.Sleep(3 * time.Second)
+			s.openai.FailNext(40, http.StatusInternalServerError, "")
+			time.Sleep(3 * time.Second)
+			s.openai.SetHang(true)
+			time.Sleep(3 * time.Second)
+			s.openai.SetHang(false)
+		}},
+		{"openai down, breaker opens", func([]*faultClient) {
+			s.openai.SetDown(true)
+			time.Sleep(6 * time.Second)
+			s.openai.SetDown(false)
+		}},
+		{"client stops reading", func(clients []*faultClient) {
+			clients[0].stopReading.Store(true)
+			time.Sleep(6 * time.Second)
+			clients[0].stopReading.Store(false)
+		}},
+		{"poison records in both topics", func([]*faultClient) { s.poison(t, 3) }},
+	}
+	var results []faultResult
+	only := os.Getenv("FAULT_SCENARIOS") // e.g. "broker,redis" while working on one
+	for _, sc := range scenarios {
+		if only != "" && !containsAny(sc.name, strings.Split(only, ",")) {
+			continue
+		}
+		start := time.Now()
+		in0, out0 := s.dlqCounts(t)
+		r := s.scenario(t, sc.name, sc.fault)
+		in1, out1 := s.dlqCounts(t)
+		r.dlqIncoming, r.dlqResponses = in1-in0, out1-out0
+		want := int64(0)
+		if sc.name == "poison records in both topics" {
+			want = 3
+		}
+		if r.dlqIncoming != want || r.dlqResponses != want {
+			t.Errorf("%s: DLQs got %d and %d records, want exactly %d each", sc.name, r.dlqIncoming, r.dlqResponses, want)
+		}
+		if sc.name == "openai down, breaker opens" && !s.answeredUnavailable() {
+			t.Errorf("%s: no %q error frame was seen", sc.name, aiconsumer.UnavailableMessage)
+		}
+		results = append(results, r)
+		t.Logf("%s took %s", sc.name, time.Since(start).Round(time.Second))
+	}
+	if only == "" {
+		writeReliabilityDoc(t, results)
+	}
+}
+
+func containsAny(s string, subs []string) bool {
+	for _, sub := range subs {
+		if sub != "" && strings.Contains(s, sub) {
+			return true
+		}
+	}
+	return false
+}
+
+// answeredUnavailable reports whether the ai-consumer logged answering with
+// the breaker open.
+func (s *faultSystem) answeredUnavailable() bool {
+	return strings.Contains(s.ai.Logs(), "circuit open")
+}
+
+func writeReliabilityDoc(t *testing.T, results []faultResult) {
+	var b strings.Builder
+	b.WriteString(`# Reliability: the fault suite
+
+Written by ` + "`TestFaultSuite`" + ` (internal/e2e/faults_test.go) each time it runs in ` + "`make test`" + `.
+Setup: two websocket-servers behind real nginx, ai-consumer and message-relay
+as separate processes, real redis-server (append-only persistence), a kfake
+broker with a data directory, and a fake OpenAI server. ` + fmt.Sprint(faultUsers) + ` users send one
+message every ` + sendInterval.String() + ` each through nginx, reconnecting with their last cursor
+(resume) whenever their socket closes. Each scenario runs 3 s of load, the
+fault, 3 s more load, then waits up to ` + drainDeadline.String() + ` for every acknowledged message
+to be answered.
+
+- **acked**: messages the broker acknowledged (the client got an ` + "`ack`" + `).
+- **answered**: acked messages that got an answer; **errors**: of those, answered by an ` + "`error`" + ` frame (model refused, retries exhausted, breaker open).
+- **lost**: acked and never answered. **duplicated**: a second answer to one message, or one answer twice on one connection.
+- **not queued**: sends refused with an error frame (broker unreachable); never acked, so the client knows to resend.
+- **recovery**: from the end of the fault to the first answer after it.
+- **model calls**: requests the fake OpenAI server received (retries included).
+- **DLQ in/resp**: records that went to ` + "`incoming_messages.dlq`" + ` / ` + "`responses.dlq`" + ` during the scenario.
+
+| scenario | sent | acked | answered | errors | lost | duplicated | not queued | recovery | model calls | DLQ in/resp |
+|---|---|---|---|---|---|---|---|---|---|---|
+`)
+	for _, r := range results {
+		fmt.Fprintf(&b, "| %s | %d | %d | %d | %d | %d | %d | %d | %s | %d | %d/%d |\n",
+			r.name, r.sent, r.acked, r.answered, r.errors, r.lost, r.duplicated, r.notQueued, r.recovery, r.modelCalls, r.dlqIncoming, r.dlqResponses)
+	}
+	fmt.Fprintf(&b, "\nLast run: %s, %s.\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), runtimeNote())
+	path := filepath.Join(testinfra.RepoRoot(t), "docs", "reliability.md")
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func runtimeNote() string {
+	if testinfra.InCI() {
+		return "in CI"
+	}
+	return "on a developer machine (2 cores), services built with -race"
+}
