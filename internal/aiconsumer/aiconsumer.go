@@ -24,6 +24,7 @@ import (
 	"github.com/chatrelay/chat/internal/kafka"
 	"github.com/chatrelay/chat/internal/llm"
 	"github.com/chatrelay/chat/internal/ops"
+	"github.com/chatrelay/chat/internal/ratelimit"
 	"github.com/chatrelay/chat/internal/redisbus"
 )
 
@@ -44,6 +45,7 @@ type Service struct {
 	rdb      redis.UniversalClient
 	history  *history.Store
 	answers  *history.Answers
+	tokens   *ratelimit.DailyTokens
 	producer *kgo.Client
 	consumer *kafka.Consumer
 	m        *metrics
@@ -73,6 +75,7 @@ func New(ctx context.Context, cfg Config, model llm.Model, log *slog.Logger, reg
 		cfg: cfg, log: log, model: llm.NewResilient(model, cfg.LLM, m), m: m, rdb: rdb,
 		slots:   make(chan struct{}, cfg.MaxConcurrency),
 		history: history.New(rdb, cfg.History), answers: history.NewAnswers(rdb, cfg.AnswerTTL),
+		tokens: ratelimit.NewDailyTokens(rdb, cfg.Limits.UserTokensPerDay),
 		tracer: otel.Tracer("github.com/chatrelay/chat/internal/aiconsumer"),
 	}
 	cc := kafka.ClientConfig{Brokers: brokers, ClientID: "ai-consumer", Logger: log, Registerer: reg, Linger: cfg.Kafka.Linger}
@@ -195,6 +198,11 @@ func (s *Service) answer(ctx context.Context, in *envelope.Envelope) (*envelope.
 	switch {
 	case err == nil:
 		out.Content = resp.Content
+		// The user's daily budget is checked by the gateway before a
+		// message is accepted; the cost is only known now.
+		if _, terr := s.tokens.Spend(ctx, in.UserID, int64(resp.PromptTokens+resp.CompletionTokens)); terr != nil {
+			s.log.WarnContext(ctx, "token budget not updated", "error", terr)
+		}
 	case llm.IsPermanent(err), errors.Is(err, llm.ErrUnavailable), errors.Is(err, llm.ErrExhausted):
 		// The user gets one error frame instead of silence, and the message
 		// is done. Details are logged here, once.

@@ -8,6 +8,7 @@ import (
 	"github.com/chatrelay/chat/internal/config"
 	"github.com/chatrelay/chat/internal/history"
 	"github.com/chatrelay/chat/internal/llm"
+	"github.com/chatrelay/chat/internal/ratelimit"
 )
 
 // Config is the ai-consumer's configuration.
@@ -35,6 +36,8 @@ type Config struct {
 	OfflineLatency time.Duration `env:"LLM_OFFLINE_LATENCY" envDefault:"0s"`
 	// Retry, budget and breaker around model calls.
 	LLM llm.Policy
+	// Limits: the daily token budget per user is spent here.
+	Limits ratelimit.Config
 	// MaxConcurrency bounds model calls in flight in this instance.
 	MaxConcurrency int `env:"LLM_MAX_CONCURRENCY" envDefault:"1024"`
 
@@ -52,6 +55,9 @@ func (c Config) Validate() error {
 		return err
 	}
 	if err := c.LLM.Validate(); err != nil {
+		return err
+	}
+	if err := c.Limits.Validate(); err != nil {
 		return err
 	}
 	switch {

@@ -125,7 +125,7 @@ func Run(ctx context.Context, out io.Writer) error {
 			opsSrv.AddCheck(name, c)
 		}
 	}
-	printBanner(out, gw.Addr(), dev.DemoUser, gwCfg.AuthSecret, generatedSecret, aiCfg.Offline)
+	printBanner(out, gw.Addr(), dev.DemoUser, gwCfg.Auth, generatedSecret, aiCfg.Offline)
 	return process.Run(ctx, tel, opsSrv, opsCfg.ShutdownTimeout, gw, ai, rl)
 }
 
@@ -155,12 +155,12 @@ func startKafka(addr string) (string, func(), error) {
 	return c.ListenAddrs()[0], c.Close, nil
 }
 
-func printBanner(out io.Writer, addr, user, secret string, generated, offline bool) {
+func printBanner(out io.Writer, addr, user string, ac auth.Config, generated, offline bool) {
 	host, port, _ := net.SplitHostPort(addr)
 	if host == "" || host == "::" || host == "0.0.0.0" {
 		host = "localhost"
 	}
-	token, err := auth.Mint([]byte(secret), user, 24*time.Hour)
+	token, err := auth.MintFromConfig(ac, user, 24*time.Hour)
 	if err != nil {
 		return
 	}

@@ -58,6 +58,7 @@ func startFaultSystem(t *testing.T) *faultSystem {
 	common := []string{
 		"KAFKA_BOOTSTRAP_SERVERS=" + s.kafka.Bootstrap(), "KAFKA_TOPIC_PARTITIONS=4", "KAFKA_SESSION_TIMEOUT=6s",
 		"REDIS_URL=" + s.redis.URL(), "LOG_LEVEL=info", "SHUTDOWN_TIMEOUT=20s",
+		"RATE_USER_MESSAGES_PER_MIN=0", "LIMIT_IP_CONNECTS_PER_MIN=0",
 	}
 	var upstreams []string
 	for i := 1; i <= 2; i++ {
@@ -98,6 +99,7 @@ type faultClient struct {
 	dupOnConn   int
 	notQueued   int
 	answerTimes []time.Time
+	lastEvent   time.Time
 	reconnects  int
 	stopReading atomic.Bool
 	readBuf     int
@@ -201,6 +203,7 @@ func (c *faultClient) read(conn *websocket.Conn) error {
 		switch {
 		case f.Type == "ack":
 			c.acked[f.ID] = f.ClientID
+			c.lastEvent = time.Now()
 		case (f.Type == "response" || f.Type == "error") && f.ReplyTo != "":
 			if seen[f.ID] {
 				c.dupOnConn++
@@ -217,6 +220,7 @@ func (c *faultClient) read(conn *websocket.Conn) error {
 				c.cursor = f.Cursor
 			}
 			c.answerTimes = append(c.answerTimes, time.Now())
+			c.lastEvent = time.Now()
 		case f.Type == "error":
 			c.notQueued++
 		}
@@ -302,13 +306,21 @@ func (s *faultSystem) scenario(t *testing.T, name string, fault func(clients []*
 	time.Sleep(3 * time.Second)
 	sending.Store(false)
 
+	// Done when every ack is answered and nothing (no late ack of a message
+	// the broker took while it was coming back) arrived for 2 s.
 	deadline := time.Now().Add(drainDeadline)
 	for time.Now().Before(deadline) {
 		pending := 0
+		var last time.Time
 		for _, c := range clients {
 			pending += c.pending()
+			c.mu.Lock()
+			if c.lastEvent.After(last) {
+				last = c.lastEvent
+			}
+			c.mu.Unlock()
 		}
-		if pending == 0 {
+		if pending == 0 && time.Since(last) > 2*time.Second {
 			break
 		}
 		time.Sleep(250 * time.Millisecond)

@@ -41,6 +41,8 @@ func startSystem(t *testing.T, extraEnv ...string) *system {
 		"KAFKA_TOPIC_PARTITIONS=8",
 		"REDIS_URL=" + s.Redis.URL(),
 		"LOG_LEVEL=info",
+		// The suites send faster than a person; limits have their own tests.
+		"RATE_USER_MESSAGES_PER_MIN=0", "LIMIT_IP_CONNECTS_PER_MIN=0",
 	}
 	common = append(common, extraEnv...)
 	var upstreams []string

@@ -71,6 +71,9 @@ func startStack(t *testing.T) *stack {
 		"OPENAI_MODEL":            "test-model",
 		"WS_READ_LIMIT":           "4096",
 		"WS_MAX_CONTENT_BYTES":    "2000",
+		// The suites send faster than a person; limits have their own tests.
+		"RATE_USER_MESSAGES_PER_MIN": "0",
+		"LIMIT_IP_CONNECTS_PER_MIN":  "0",
 	}
 	var gwCfg gateway.Config
 	var aiCfg aiconsumer.Config

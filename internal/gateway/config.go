@@ -7,8 +7,10 @@ import (
 	"os"
 	"time"
 
+	"github.com/chatrelay/chat/internal/auth"
 	"github.com/chatrelay/chat/internal/config"
 	"github.com/chatrelay/chat/internal/history"
+	"github.com/chatrelay/chat/internal/ratelimit"
 )
 
 // Config is the websocket-server's configuration.
@@ -18,10 +20,11 @@ type Config struct {
 	History history.Config
 
 	HTTPAddr   string `env:"HTTP_ADDR" envDefault:":8080"`
-	AuthSecret string `env:"AUTH_SECRET" secret:"true"`
-	// AuthLeeway is the clock skew tolerated on exp/nbf/iat.
-	AuthLeeway time.Duration `env:"AUTH_LEEWAY" envDefault:"30s"`
-	InstanceID string        `env:"INSTANCE_ID"`
+	InstanceID string `env:"INSTANCE_ID"`
+	// Auth is how client tokens are checked (AUTH_*).
+	Auth auth.Config
+	// Limits are the abuse limits (RATE_*, LIMIT_*).
+	Limits ratelimit.Config
 
 	// ReadLimit is the largest frame accepted; larger closes with 1009.
 	ReadLimit       int64         `env:"WS_READ_LIMIT" envDefault:"16384"`
@@ -46,12 +49,16 @@ func (c *Config) Validate() error {
 	if err := c.History.Validate(); err != nil {
 		return err
 	}
+	if err := c.Auth.Validate(); err != nil {
+		return err
+	}
+	if err := c.Limits.Validate(); err != nil {
+		return err
+	}
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		return fmt.Errorf("HTTP_ADDR: %q is not host:port: %w", c.HTTPAddr, err)
 	}
 	switch {
-	case len(c.AuthSecret) < 16:
-		return errors.New("AUTH_SECRET: required, at least 16 bytes")
 	case c.ReadLimit < 512:
 		return errors.New("WS_READ_LIMIT: must be at least 512 bytes")
 	case c.MaxContentBytes < 1 || int64(c.MaxContentBytes) > c.ReadLimit:

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -20,6 +21,7 @@ import (
 	"github.com/chatrelay/chat/internal/ids"
 	"github.com/chatrelay/chat/internal/kafka"
 	"github.com/chatrelay/chat/internal/protocol"
+	"github.com/chatrelay/chat/internal/ratelimit"
 	"github.com/chatrelay/chat/internal/telemetry"
 )
 
@@ -29,6 +31,7 @@ import (
 type conn struct {
 	g      *Gateway
 	userID string
+	connID string // this socket's slot in the user's socket limit
 	ws     *websocket.Conn
 
 	send       chan outFrame
@@ -117,6 +120,7 @@ func (c *conn) terminateOnReadError(err error) {
 	var ne net.Error
 	switch {
 	case errors.Is(err, websocket.ErrReadLimit):
+		c.g.m.limited.WithLabelValues(ratelimit.LimitFrameSize).Inc()
 		c.terminate(websocket.CloseMessageTooBig, "frame too large", "too_big")
 	case websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway, websocket.CloseNoStatusReceived):
 		c.terminate(websocket.CloseNormalClosure, "", "client_closed")
@@ -161,6 +165,13 @@ func (c *conn) handleFrame(data []byte) {
 		c.enqueue(c.errorFrame("server is shutting down; reconnect and send the message again", f.ID, f.CorrelationID))
 		return
 	}
+	if msg, reason := c.overLimit(ctx); msg != "" {
+		c.g.m.rejected.WithLabelValues(reason).Inc()
+		span.SetStatus(codes.Error, reason)
+		span.End()
+		c.enqueue(c.errorFrame(msg, f.ID, f.CorrelationID))
+		return
+	}
 
 	corr := ids.CorrelationID(f.CorrelationID)
 	ctx = telemetry.WithCorrelationID(ctx, corr)
@@ -197,6 +208,30 @@ func (c *conn) handleFrame(data []byte) {
 	})
 }
 
+// overLimit checks the user's message rate (shared by every instance) and
+// daily token budget. When Redis cannot answer, the message goes through:
+// refusing every message during a Redis blip would hurt more than a few
+// unmetered ones (counted in chat_ratelimit_errors_total).
+func (c *conn) overLimit(ctx context.Context) (msg, reason string) {
+	res, err := c.g.lim.Messages.Allow(ctx, c.userID)
+	switch {
+	case err != nil:
+		c.g.m.limitErrors.WithLabelValues(ratelimit.LimitUserMessages).Inc()
+	case !res.Allowed:
+		c.g.m.limited.WithLabelValues(ratelimit.LimitUserMessages).Inc()
+		return fmt.Sprintf("too many messages; send again in %s", retryAfter(res.RetryAfter)+"s"), "rate_limited"
+	}
+	left, err := c.g.lim.Tokens.Remaining(ctx, c.userID)
+	switch {
+	case err != nil:
+		c.g.m.limitErrors.WithLabelValues(ratelimit.LimitUserTokens).Inc()
+	case left == 0:
+		c.g.m.limited.WithLabelValues(ratelimit.LimitUserTokens).Inc()
+		return "daily limit reached; it resets at 00:00 UTC", "token_budget"
+	}
+	return "", ""
+}
+
 func (c *conn) errorFrame(msg, clientID, corr string) outFrame {
 	f := protocol.ErrorFrame(c.userID, msg)
 	f.ClientID, f.CorrelationID = clientID, corr
@@ -213,6 +248,21 @@ func (c *conn) Deliver(e *envelope.Envelope) {
 		return
 	}
 	c.sendAnswerLocked(e, false)
+}
+
+// Resync (redisbus.Sink) replays what may have been published while the
+// gateway's Redis subscription was down, from the last answer this socket
+// got; live answers wait meanwhile, as on connect.
+func (c *conn) Resync() {
+	c.amu.Lock()
+	if c.replaying {
+		c.amu.Unlock()
+		return // a replay is already on its way and will cover it
+	}
+	c.replaying = true
+	cursor := c.lastCursor
+	c.amu.Unlock()
+	go c.replay(cursor, cursor != "")
 }
 
 // replay sends the answers after cursor (explicit: the client's; otherwise
@@ -357,6 +407,7 @@ func (c *conn) writeLoop() {
 			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.g.cfg.WriteTimeout)); err != nil {
 				c.terminate(websocket.CloseAbnormalClosure, "", "write_error")
 			}
+			go c.refreshSlot()
 		case <-c.done:
 			if c.closeCode != websocket.CloseAbnormalClosure {
 				_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(c.closeCode, c.closeText), time.Now().Add(time.Second))
@@ -371,6 +422,23 @@ func (c *conn) writeLoop() {
 				}
 			}
 		}
+	}
+}
+
+// refreshSlot keeps this socket's slot in the user's socket limit alive
+// (slots of a crashed instance expire). A slot lost to expiry is taken
+// again if there is room; otherwise the socket is over the limit and closes.
+func (c *conn) refreshSlot() {
+	ctx, cancel := context.WithTimeout(c.g.base, 5*time.Second)
+	defer cancel()
+	ok, err := c.g.lim.Sockets.Refresh(ctx, c.userID, c.connID)
+	if err != nil {
+		c.g.m.limitErrors.WithLabelValues(ratelimit.LimitUserSockets).Inc()
+		return
+	}
+	if !ok {
+		c.g.m.limited.WithLabelValues(ratelimit.LimitUserSockets).Inc()
+		c.terminate(websocket.ClosePolicyViolation, "too many connections for this user", "limited")
 	}
 }
 

@@ -9,10 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -28,9 +30,11 @@ import (
 
 	"github.com/chatrelay/chat/internal/auth"
 	"github.com/chatrelay/chat/internal/history"
+	"github.com/chatrelay/chat/internal/ids"
 	"github.com/chatrelay/chat/internal/kafka"
 	"github.com/chatrelay/chat/internal/ops"
 	"github.com/chatrelay/chat/internal/protocol"
+	"github.com/chatrelay/chat/internal/ratelimit"
 	"github.com/chatrelay/chat/internal/redisbus"
 )
 
@@ -44,6 +48,7 @@ type Gateway struct {
 	hub      *redisbus.Hub
 	history  *history.Store
 	marks    *deliveredMarks
+	lim      *ratelimit.Limiters
 	m        *metrics
 	tracer   trace.Tracer
 	upgrader websocket.Upgrader
@@ -68,7 +73,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 	if err != nil {
 		return nil, err
 	}
-	verifier, err := auth.NewVerifier([]byte(cfg.AuthSecret), cfg.AuthLeeway)
+	verifier, err := auth.NewVerifierFromConfig(cfg.Auth)
 	if err != nil {
 		return nil, err
 	}
@@ -85,6 +90,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 	g.hub = redisbus.NewHub(g.rdb, g.log)
 	g.history = history.New(g.rdb, cfg.History)
 	g.marks = newDeliveredMarks(g.history, g.log)
+	g.lim = ratelimit.New(g.rdb, cfg.Limits)
 	g.m = newMetrics(reg, func() float64 { return float64(g.hub.Users()) })
 	g.hub.OnInvalid = func(error) { g.m.dropped.WithLabelValues("invalid_payload").Inc() }
 	g.producer, err = kafka.NewClient(kafka.ClientConfig{
@@ -134,6 +140,9 @@ func (g *Gateway) Checks() map[string]ops.Check {
 func (g *Gateway) routes() *echo.Echo {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
+	// The client address for per-IP limits: nginx sets X-Real-IP; it is
+	// trusted only from private and loopback peers (the proxy).
+	e.IPExtractor = echo.ExtractIPFromRealIPHeader(echo.TrustLoopback(true), echo.TrustPrivateNet(true))
 	e.Use(middleware.Recover())
 	e.Use(httpTracing(g.tracer, "/healthz"))
 	e.GET("/healthz", func(c echo.Context) error { return c.String(http.StatusOK, "ok\n") })
@@ -239,12 +248,20 @@ func (g *Gateway) handleWS(c echo.Context) error {
 		token, _ = strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	}
 	ctx := r.Context()
+	if res, err := g.lim.IPConnects.Allow(ctx, c.RealIP()); err != nil {
+		return g.refuse(c, "unavailable", http.StatusServiceUnavailable, "temporarily unavailable", err)
+	} else if !res.Allowed {
+		g.m.limited.WithLabelValues(ratelimit.LimitIPConnects).Inc()
+		c.Response().Header().Set("Retry-After", retryAfter(res.RetryAfter))
+		return g.refuse(c, "rate_limited", http.StatusTooManyRequests, "too many connection attempts", nil)
+	}
 	if err := g.verifier.Verify(token, userID); err != nil {
 		var ae *auth.Error
 		reason := auth.ReasonOther
 		if errors.As(err, &ae) {
 			reason = ae.Reason
 		}
+		g.m.authRefusals.WithLabelValues(reason).Inc()
 		g.m.connects.WithLabelValues("unauthorized").Inc()
 		g.log.InfoContext(ctx, "connection refused", "reason", reason, "remote", c.RealIP())
 		return c.JSON(http.StatusUnauthorized, map[string]string{"error": "unauthorized"})
@@ -266,29 +283,77 @@ func (g *Gateway) handleWS(c echo.Context) error {
 		g.m.connects.WithLabelValues("draining").Inc()
 		return c.JSON(http.StatusServiceUnavailable, map[string]string{"error": "server shutting down"})
 	}
+	connID := g.cfg.InstanceID + ":" + ids.New()
+	if ok, err := g.lim.Sockets.Acquire(ctx, userID, connID); err != nil {
+		return g.refuse(c, "unavailable", http.StatusServiceUnavailable, "temporarily unavailable", err)
+	} else if !ok {
+		g.m.limited.WithLabelValues(ratelimit.LimitUserSockets).Inc()
+		return g.refuse(c, "rate_limited", http.StatusTooManyRequests, "too many connections for this user", nil)
+	}
+	releaseSocket := func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		if err := g.lim.Sockets.Release(rctx, userID, connID); err != nil {
+			g.log.Warn("socket slot not released; it expires by itself", "error", err)
+		}
+	}
 
 	cn := newConn(g, userID)
+	cn.connID = connID
 	unsubscribe, err := g.hub.Subscribe(ctx, userID, cn)
 	if err != nil {
+		releaseSocket()
 		g.m.connects.WithLabelValues("unavailable").Inc()
 		g.log.WarnContext(ctx, "connection refused: cannot subscribe", "error", err)
 		return c.JSON(http.StatusServiceUnavailable, map[string]string{"error": "temporarily unavailable"})
 	}
 	ws, err := g.upgrader.Upgrade(c.Response(), r, nil)
 	if err != nil {
+		releaseSocket()
 		unsubscribe()
 		g.m.connects.WithLabelValues("upgrade_failed").Inc()
 		return nil // the upgrader already answered
 	}
+	// The instance's socket cap is enforced after the upgrade: its refusal
+	// is a close code (1013, try again later) the client can act on.
+	if !g.lim.Instance.TryAcquire() {
+		releaseSocket()
+		unsubscribe()
+		g.m.limited.WithLabelValues(ratelimit.LimitInstanceSocket).Inc()
+		g.m.connects.WithLabelValues("full").Inc()
+		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseTryAgainLater, "server full, try again"), time.Now().Add(time.Second))
+		_ = ws.Close()
+		return nil
+	}
 	g.m.connects.WithLabelValues("accepted").Inc()
 	if !g.register(cn) {
+		g.lim.Instance.Release()
+		releaseSocket()
 		unsubscribe()
 		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down"), time.Now().Add(time.Second))
 		_ = ws.Close()
 		return nil
 	}
-	cn.serve(ws, unsubscribe, resume)
+	cn.serve(ws, func() {
+		unsubscribe()
+		releaseSocket()
+		g.lim.Instance.Release()
+	}, resume)
 	return nil
+}
+
+// refuse answers a connection attempt before the upgrade; err (if any) is
+// logged here, once.
+func (g *Gateway) refuse(c echo.Context, outcome string, status int, msg string, err error) error {
+	g.m.connects.WithLabelValues(outcome).Inc()
+	if err != nil {
+		g.log.WarnContext(c.Request().Context(), "connection refused", "outcome", outcome, "error", err)
+	}
+	return c.JSON(status, map[string]string{"error": msg})
+}
+
+func retryAfter(d time.Duration) string {
+	return strconv.Itoa(int(math.Ceil(max(d, time.Second).Seconds())))
 }
 
 func (g *Gateway) register(c *conn) bool {

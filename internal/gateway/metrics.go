@@ -3,22 +3,27 @@ package gateway
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/chatrelay/chat/internal/auth"
+	"github.com/chatrelay/chat/internal/ratelimit"
 	"github.com/chatrelay/chat/internal/telemetry"
 )
 
 type metrics struct {
-	open        prometheus.Gauge
-	connects    *prometheus.CounterVec
-	disconnects *prometheus.CounterVec
-	frames      *prometheus.CounterVec
-	accepted    prometheus.Counter
-	rejected    *prometheus.CounterVec
-	produce     *prometheus.HistogramVec
-	e2e         prometheus.Histogram
-	dropped     *prometheus.CounterVec
-	users       prometheus.GaugeFunc
-	replayed    prometheus.Counter
-	duplicates  prometheus.Counter
+	open         prometheus.Gauge
+	connects     *prometheus.CounterVec
+	disconnects  *prometheus.CounterVec
+	frames       *prometheus.CounterVec
+	accepted     prometheus.Counter
+	rejected     *prometheus.CounterVec
+	produce      *prometheus.HistogramVec
+	e2e          prometheus.Histogram
+	dropped      *prometheus.CounterVec
+	users        prometheus.GaugeFunc
+	replayed     prometheus.Counter
+	duplicates   prometheus.Counter
+	limited      *prometheus.CounterVec
+	authRefusals *prometheus.CounterVec
+	limitErrors  *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, users func() float64) *metrics {
@@ -27,7 +32,7 @@ func newMetrics(reg prometheus.Registerer, users func() float64) *metrics {
 		open: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: "ws", Name: "connections",
 			Help: "Open WebSocket connections on this instance."}),
 		connects: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "ws", Name: "connects_total",
-			Help: "Connection attempts by outcome (accepted, unauthorized, bad_origin, bad_request, unavailable, upgrade_failed, draining)."}, []string{"outcome"}),
+			Help: "Connection attempts by outcome (accepted, unauthorized, bad_origin, bad_request, rate_limited, full, unavailable, upgrade_failed, draining)."}, []string{"outcome"}),
 		disconnects: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "ws", Name: "disconnects_total",
 			Help: "Closed connections by reason (client_closed, read_error, too_big, pong_timeout, slow_consumer, write_error, shutdown)."}, []string{"reason"}),
 		frames: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "ws", Name: "frames_total",
@@ -51,17 +56,30 @@ func newMetrics(reg prometheus.Registerer, users func() float64) *metrics {
 		Help: "Answers sent from history on connect or resume (missed while away)."})
 	m.duplicates = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "gateway", Name: "duplicates_dropped_total",
 		Help: "Answers not sent again on a connection that already had them (redelivery, resume overlap)."})
-	reg.MustRegister(m.replayed, m.duplicates)
+	m.limited = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "gateway", Name: "limited_total",
+		Help: "Requests refused by an abuse limit, by limit."}, []string{"limit"})
+	m.authRefusals = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "auth", Name: "refusals_total",
+		Help: "Connection attempts refused for their token, by reason."}, []string{"reason"})
+	m.limitErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "ratelimit", Name: "errors_total",
+		Help: "Limit checks that failed (Redis unreachable), by limit; message limits then let the message through."}, []string{"limit"})
+	reg.MustRegister(m.replayed, m.duplicates, m.limited, m.authRefusals, m.limitErrors)
+	for _, l := range ratelimit.Names() {
+		m.limited.WithLabelValues(l)
+		m.limitErrors.WithLabelValues(l)
+	}
+	for _, r := range auth.Reasons() {
+		m.authRefusals.WithLabelValues(r)
+	}
 	reg.MustRegister(m.open, m.connects, m.disconnects, m.frames, m.accepted, m.rejected, m.produce, m.e2e, m.dropped, m.users)
 	// Known label values start at zero so rates and alerts work before the
 	// first event of each kind.
-	for _, v := range []string{"accepted", "unauthorized", "bad_origin", "bad_request", "unavailable", "upgrade_failed", "draining"} {
+	for _, v := range []string{"accepted", "unauthorized", "bad_origin", "bad_request", "rate_limited", "full", "unavailable", "upgrade_failed", "draining"} {
 		m.connects.WithLabelValues(v)
 	}
-	for _, v := range []string{"client_closed", "read_error", "too_big", "pong_timeout", "slow_consumer", "write_error", "shutdown"} {
+	for _, v := range []string{"client_closed", "read_error", "too_big", "pong_timeout", "slow_consumer", "write_error", "shutdown", "limited"} {
 		m.disconnects.WithLabelValues(v)
 	}
-	for _, v := range []string{"bad_json", "unknown_type", "empty_content", "content_too_long", "userid_mismatch", "invalid_text", "bad_id", "binary_frame", "draining"} {
+	for _, v := range []string{"bad_json", "unknown_type", "empty_content", "content_too_long", "userid_mismatch", "invalid_text", "bad_id", "bad_cursor", "binary_frame", "draining", "rate_limited", "token_budget"} {
 		m.rejected.WithLabelValues(v)
 	}
 	for _, v := range []string{"closed", "slow_consumer", "write_error", "invalid_payload"} {

@@ -22,7 +22,7 @@ func TestSmokeAgainstDevStack(t *testing.T) {
 	}
 	httpAddr, opsAddr := testinfra.FreeAddr(t), testinfra.FreeAddr(t)
 	testinfra.StartProcess(t, "devstack", "devstack", []string{
-		"HTTP_ADDR=" + httpAddr, "OPS_ADDR=" + opsAddr, "AUTH_SECRET=" + testSecret, "LOG_LEVEL=warn",
+		"HTTP_ADDR=" + httpAddr, "OPS_ADDR=" + opsAddr, "AUTH_SECRET=" + testSecret, "LOG_LEVEL=warn", "RATE_USER_MESSAGES_PER_MIN=0", "LIMIT_IP_CONNECTS_PER_MIN=0",
 	}, "http://"+opsAddr+"/readyz")
 
 	out := filepath.Join(t.TempDir(), "result.json")

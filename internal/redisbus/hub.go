@@ -13,10 +13,14 @@ import (
 	"github.com/chatrelay/chat/internal/envelope"
 )
 
-// Sink receives the envelopes published for its user. Deliver must not
-// block: the hub calls it from its single receive loop.
+// Sink receives the envelopes published for its user. Deliver and Resync
+// must not block: the hub calls them from its single receive loop.
 type Sink interface {
 	Deliver(e *envelope.Envelope)
+	// Resync tells the sink that its user's channel was subscribed again
+	// after the connection to Redis broke: whatever was published in
+	// between was missed live and must be read from the history.
+	Resync()
 }
 
 // Hub holds one pub/sub connection for the whole process and subscribes to a
@@ -167,14 +171,28 @@ func (h *Hub) confirm(channel string) {
 		return
 	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	if us := h.users[userID]; us != nil {
-		select {
-		case <-us.confirmed:
-		default:
-			close(us.confirmed)
-		}
+	us := h.users[userID]
+	if us == nil {
+		h.mu.Unlock()
+		return
 	}
+	select {
+	case <-us.confirmed:
+		// Already confirmed once: this is go-redis subscribing again on a
+		// new connection, so there may be a gap.
+		sinks := make([]Sink, 0, len(us.sinks))
+		for s := range us.sinks {
+			sinks = append(sinks, s)
+		}
+		h.mu.Unlock()
+		for _, s := range sinks {
+			s.Resync()
+		}
+		return
+	default:
+		close(us.confirmed)
+	}
+	h.mu.Unlock()
 }
 
 func (h *Hub) dispatch(m *redis.Message) {

@@ -12,9 +12,16 @@ import (
 )
 
 type sink struct {
-	mu  sync.Mutex
-	got []*envelope.Envelope
-	ch  chan struct{}
+	mu      sync.Mutex
+	got     []*envelope.Envelope
+	ch      chan struct{}
+	resyncs int
+}
+
+func (s *sink) Resync() {
+	s.mu.Lock()
+	s.resyncs++
+	s.mu.Unlock()
 }
 
 func newSink() *sink { return &sink{ch: make(chan struct{}, 100)} }
@@ -134,6 +141,11 @@ func TestHub(t *testing.T) {
 		}
 		if got := b.wait(t, 1); got[len(got)-1].ID != "r3" {
 			t.Fatalf("bob got %+v", got)
+		}
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if b.resyncs < 1 {
+			t.Fatal("sink not told to resync after the resubscription")
 		}
 	})
 	unB()

@@ -498,8 +498,10 @@ func TestNginxLimitsConnectAttemptsPerIP(t *testing.T) {
 	if l.UpstreamAddr != "" {
 		t.Fatalf("a limited attempt reached %s", l.UpstreamAddr)
 	}
-	if !strings.Contains(nginx.ErrorLog(), "limiting requests") {
-		t.Error("nginx's error log does not mention the limiting")
+	// /ws keeps its error lines out of the log (they would quote tokens):
+	// the 429 in the access log above is the record of the limiting.
+	if strings.Contains(nginx.ErrorLog(), "token=") {
+		t.Error("nginx's error log holds a token")
 	}
 
 	// Another address has its own allowance.
