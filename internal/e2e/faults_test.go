@@ -266,6 +266,16 @@ func (c *faultClient) pending() int {
 	return n
 }
 
+// userSafe turns a scenario name into a valid user id prefix.
+func userSafe(name string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' {
+			return r
+		}
+		return '-'
+	}, name)
+}
+
 func sleepCtx(ctx context.Context, d time.Duration) {
 	select {
 	case <-ctx.Done():
@@ -293,7 +303,7 @@ func (s *faultSystem) scenario(t *testing.T, name string, fault func(clients []*
 	clients := make([]*faultClient, faultUsers)
 	var wg sync.WaitGroup
 	for i := range clients {
-		clients[i] = newFaultClient("ws://"+s.nginx.Addr(), fmt.Sprintf("%s-u%02d", strings.ReplaceAll(name, " ", "-"), i))
+		clients[i] = newFaultClient("ws://"+s.nginx.Addr(), fmt.Sprintf("%s-u%02d", userSafe(name), i))
 		if name == "client stops reading" && i == 0 {
 			clients[i].readBuf = 4096
 		}

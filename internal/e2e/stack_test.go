@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -32,7 +33,8 @@ type stack struct {
 	Redis  *testinfra.Redis
 	Kafka  *testinfra.Kafka
 	OpenAI *fakeopenai.Server
-	WSBase string // ws://host:port
+	WSBase  string   // ws://host:port of the first gateway
+	WSBases []string // every gateway
 	Reg    *prometheus.Registry
 	Logs   string // path of the JSON log file
 }
@@ -46,7 +48,11 @@ func loadConfig(t *testing.T, dst any, env map[string]string) {
 
 // startStack runs websocket-server, ai-consumer and message-relay with the
 // real clients: redis-server, kfake, and go-openai against the fake server.
-func startStack(t *testing.T) *stack {
+func startStack(t *testing.T) *stack { return startStackWith(t, nil, 1) }
+
+// startStackWith is startStack with env overrides and several gateways
+// sharing the broker and Redis.
+func startStackWith(t *testing.T, overrides map[string]string, gateways int) *stack {
 	t.Helper()
 	s := &stack{
 		Redis:  testinfra.StartRedis(t),
@@ -75,19 +81,35 @@ func startStack(t *testing.T) *stack {
 		"RATE_USER_MESSAGES_PER_MIN": "0",
 		"LIMIT_IP_CONNECTS_PER_MIN":  "0",
 	}
-	var gwCfg gateway.Config
+	for k, v := range overrides {
+		env[k] = v
+	}
 	var aiCfg aiconsumer.Config
 	var rlCfg relay.Config
-	loadConfig(t, &gwCfg, env)
 	loadConfig(t, &aiCfg, env)
 	loadConfig(t, &rlCfg, env)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	logger := func(name string) *slog.Logger { return telemetry.NewLogger(logFile, name, slog.LevelDebug) }
-	gw, err := gateway.New(ctx, gwCfg, logger("websocket-server"), telemetry.ServiceRegisterer(s.Reg, "websocket-server"))
-	if err != nil {
-		t.Fatal(err)
+	var parts []interface{ Run(context.Context) error }
+	for i := 0; i < gateways; i++ {
+		var gwCfg gateway.Config
+		env["INSTANCE_ID"] = fmt.Sprintf("gw-test-%d", i+1)
+		loadConfig(t, &gwCfg, env)
+		// Only the first gateway's metrics are in s.Reg; the others would
+		// collide with it in one registry.
+		var reg prometheus.Registerer = s.Reg
+		if i > 0 {
+			reg = prometheus.NewRegistry()
+		}
+		gw, err := gateway.New(ctx, gwCfg, logger("websocket-server"), telemetry.ServiceRegisterer(reg, "websocket-server"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		parts = append(parts, gw)
+		s.WSBases = append(s.WSBases, "ws://"+gw.Addr())
 	}
+	s.WSBase = s.WSBases[0]
 	model := llm.NewOpenAI(llm.OpenAIConfig{APIKey: aiCfg.APIKey, BaseURL: aiCfg.BaseURL, Model: aiCfg.Model, Timeout: 5 * time.Second})
 	ai, err := aiconsumer.New(ctx, aiCfg, model, logger("ai-consumer"), telemetry.ServiceRegisterer(s.Reg, "ai-consumer"))
 	if err != nil {
@@ -98,7 +120,7 @@ func startStack(t *testing.T) *stack {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
-	for _, p := range []interface{ Run(context.Context) error }{gw, ai, rl} {
+	for _, p := range append(parts, ai, rl) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -125,6 +147,5 @@ func startStack(t *testing.T) *stack {
 			t.Logf("---- service warnings and errors (last 40) ----\n%s", strings.Join(problems, "\n"))
 		}
 	})
-	s.WSBase = "ws://" + gw.Addr()
 	return s
 }

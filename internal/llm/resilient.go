@@ -109,7 +109,16 @@ func (r *Resilient) Complete(ctx context.Context, req Request) (Response, error)
 		switch {
 		case err == nil:
 			return resp, nil
-		case errors.Is(err, gobreaker.ErrOpenState), errors.Is(err, gobreaker.ErrTooManyRequests):
+		case errors.Is(err, gobreaker.ErrOpenState):
+			return Response{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+		case errors.Is(err, gobreaker.ErrTooManyRequests) && attempt < r.p.MaxAttempts:
+			// Half-open: one trial call is deciding; wait for its outcome
+			// rather than fail this message. Costs no retry budget.
+			if err := r.sleep(ctx, r.backoff(attempt)); err != nil {
+				return Response{}, err
+			}
+			continue
+		case errors.Is(err, gobreaker.ErrTooManyRequests):
 			return Response{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 		case IsPermanent(err), ctx.Err() != nil:
 			return Response{}, err
