@@ -39,7 +39,9 @@ func TestSecurityRefusals(t *testing.T) {
 	}
 	now := time.Now()
 	exp := now.Add(time.Hour).Unix()
-	good := func(user string) string { return mint(jwt.MapClaims{"sub": user, "exp": exp}, jwt.SigningMethodHS256, []byte(testSecret)) }
+	good := func(user string) string {
+		return mint(jwt.MapClaims{"sub": user, "exp": exp}, jwt.SigningMethodHS256, []byte(testSecret))
+	}
 	served := 0
 	stillServes := func(t *testing.T) {
 		t.Helper()

@@ -30,13 +30,13 @@ const (
 
 // stack is the three services in-process against real servers.
 type stack struct {
-	Redis  *testinfra.Redis
-	Kafka  *testinfra.Kafka
-	OpenAI *fakeopenai.Server
+	Redis   *testinfra.Redis
+	Kafka   *testinfra.Kafka
+	OpenAI  *fakeopenai.Server
 	WSBase  string   // ws://host:port of the first gateway
 	WSBases []string // every gateway
-	Reg    *prometheus.Registry
-	Logs   string // path of the JSON log file
+	Reg     *prometheus.Registry
+	Logs    string // path of the JSON log file
 }
 
 func loadConfig(t *testing.T, dst any, env map[string]string) {

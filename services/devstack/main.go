@@ -21,6 +21,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/chatrelay/chat/internal/auth"
+	"github.com/chatrelay/chat/internal/config"
 	"github.com/chatrelay/chat/internal/devstack"
 	"github.com/chatrelay/chat/internal/kafka"
 	"github.com/chatrelay/chat/internal/process"
@@ -75,14 +76,17 @@ func mintToken(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	secret := os.Getenv("AUTH_SECRET")
-	if secret == "" {
+	var ac auth.Config
+	if err := config.Load(&ac); err != nil {
+		return err
+	}
+	if ac.Secret == "" {
 		return errors.New("AUTH_SECRET: must be set to mint a token the servers accept")
 	}
 	if !auth.ValidUserID(*user) {
 		return errors.New("-user: 1-64 characters of [A-Za-z0-9._:-]")
 	}
-	tok, err := auth.Mint([]byte(secret), *user, *ttl)
+	tok, err := auth.MintFromConfig(ac, *user, *ttl)
 	if err != nil {
 		return err
 	}
