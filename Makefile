@@ -12,7 +12,7 @@ FUZZ_TARGETS := FuzzDecodeClientFrame:./internal/protocol/ FuzzUnmarshal:./inter
                 FuzzRecordEnvelope:./internal/envelope/ FuzzVerify:./internal/auth/ FuzzVerifyClaims:./internal/auth/
 FUZZTIME ?= 2m
 
-.PHONY: run test deps build vet token clean help fuzz fuzz-smoke
+.PHONY: run test deps tools build vet token clean help fuzz fuzz-smoke
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -20,9 +20,18 @@ help: ## list the targets
 run: ## the whole system in one process: embedded broker and Redis, chat at http://localhost:8080
 	$(GO) run ./services/devstack
 
-test: deps vet ## install missing test servers, vet, run every test with -race, then fuzz-smoke
+test: deps tools vet ## install missing test servers, vet, run every test with -race, then fuzz-smoke
 	$(GO) test -race -timeout 20m -count=1 ./...
 	@$(MAKE) --no-print-directory fuzz-smoke
+
+# The trace backend the tests search (Jaeger, built from tools/go.mod, whose
+# dependencies clash with ours); built once into the user cache, where the
+# tests look for it. Minutes on a fresh machine, nothing afterwards.
+JAEGER_VERSION := v1.76.0
+JAEGER_BIN     := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/chat-tools/jaeger-$(JAEGER_VERSION)
+
+tools: ## build the test-only tools (Jaeger) when missing
+	@if [ ! -x "$(JAEGER_BIN)" ]; then 	  echo "make tools: building Jaeger $(JAEGER_VERSION) (once; takes a few minutes)"; 	  cd tools && $(GO) build -o "$(JAEGER_BIN)" github.com/jaegertracing/jaeger/cmd/jaeger; 	fi
 
 fuzz-smoke: ## run each fuzz target for 5s, one at a time
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=5s
