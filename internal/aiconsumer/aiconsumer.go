@@ -46,6 +46,7 @@ type Service struct {
 	history  *history.Store
 	answers  *history.Answers
 	tokens   *ratelimit.DailyTokens
+	quota    *ratelimit.Model
 	producer *kgo.Client
 	consumer *kafka.Consumer
 	m        *metrics
@@ -76,6 +77,7 @@ func New(ctx context.Context, cfg Config, model llm.Model, log *slog.Logger, reg
 		slots:   make(chan struct{}, cfg.MaxConcurrency),
 		history: history.New(rdb, cfg.History), answers: history.NewAnswers(rdb, cfg.AnswerTTL),
 		tokens: ratelimit.NewDailyTokens(rdb, cfg.Limits.UserTokensPerDay),
+		quota:  ratelimit.NewModel(rdb, cfg.ModelLimits),
 		tracer: otel.Tracer("github.com/chatrelay/chat/internal/aiconsumer"),
 	}
 	cc := kafka.ClientConfig{Brokers: brokers, ClientID: "ai-consumer", Logger: log, Registerer: reg, Linger: cfg.Kafka.Linger}
@@ -275,6 +277,11 @@ func (s *Service) complete(ctx context.Context, in *envelope.Envelope, req llm.R
 	}
 	s.m.inflight.Inc()
 	defer func() { <-s.slots; s.m.inflight.Dec() }()
+	release, err := s.quota.Acquire(ctx, in.ID, estimateTokens(req))
+	if err != nil {
+		return llm.Response{}, err
+	}
+	defer release()
 	start := time.Now()
 	resp, err := s.model.Complete(ctx, req)
 	s.m.latency.Observe(time.Since(start).Seconds())
@@ -293,4 +300,14 @@ func (s *Service) complete(ctx context.Context, in *envelope.Envelope, req llm.R
 		attribute.Int("gen_ai.usage.output_tokens", resp.CompletionTokens),
 	)
 	return resp, nil
+}
+
+// estimateTokens guesses a call's cost before it is made (about four
+// characters a token, plus room for the answer), for the per-minute quota.
+func estimateTokens(req llm.Request) int {
+	n := 0
+	for _, m := range req.Messages {
+		n += len(m.Content)
+	}
+	return n/4 + 256
 }

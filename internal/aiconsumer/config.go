@@ -38,6 +38,9 @@ type Config struct {
 	LLM llm.Policy
 	// Limits: the daily token budget per user is spent here.
 	Limits ratelimit.Config
+	// ModelLimits are shared by every ai-consumer instance (the provider's
+	// quota is per account): requests and tokens per minute, calls in flight.
+	ModelLimits ratelimit.ModelConfig
 	// MaxConcurrency bounds model calls in flight in this instance.
 	MaxConcurrency int `env:"LLM_MAX_CONCURRENCY" envDefault:"1024"`
 
@@ -58,6 +61,9 @@ func (c Config) Validate() error {
 		return err
 	}
 	if err := c.Limits.Validate(); err != nil {
+		return err
+	}
+	if err := c.ModelLimits.Validate(); err != nil {
 		return err
 	}
 	switch {
