@@ -26,6 +26,7 @@ import (
 	"github.com/chatrelay/chat/internal/ops"
 	"github.com/chatrelay/chat/internal/ratelimit"
 	"github.com/chatrelay/chat/internal/redisbus"
+	"github.com/chatrelay/chat/internal/telemetry"
 )
 
 // What a user is told when their message cannot be answered; details stay
@@ -284,7 +285,7 @@ func (s *Service) complete(ctx context.Context, in *envelope.Envelope, req llm.R
 	defer release()
 	start := time.Now()
 	resp, err := s.model.Complete(ctx, req)
-	s.m.latency.Observe(time.Since(start).Seconds())
+	telemetry.ObserveWithTrace(s.m.latency, time.Since(start).Seconds(), span)
 	if err != nil {
 		s.m.requests.WithLabelValues(llm.ErrorClass(err)).Inc()
 		span.RecordError(err)

@@ -449,7 +449,7 @@ func (c *conn) write(f outFrame) error {
 	}
 	c.g.m.frames.WithLabelValues("out", f.typ).Inc()
 	if !f.acceptedAt.IsZero() {
-		c.g.m.e2e.Observe(time.Since(f.acceptedAt).Seconds())
+		telemetry.ObserveWithTrace(c.g.m.e2e, time.Since(f.acceptedAt).Seconds(), f.span)
 	}
 	if f.span != nil {
 		f.span.End()

@@ -5,6 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Namespace prefixes every metric the services define.
@@ -50,4 +51,19 @@ func NewRegistry() *prometheus.Registry {
 // with the same metric names as the standalone services.
 func ServiceRegisterer(reg prometheus.Registerer, service string) prometheus.Registerer {
 	return prometheus.WrapRegistererWith(prometheus.Labels{"service": service}, reg)
+}
+
+// ObserveWithTrace records v with the span's trace id as an exemplar, so a
+// latency panel links to the trace of a slow request (Prometheus stores
+// exemplars when scraping OpenMetrics with exemplar storage on).
+func ObserveWithTrace(h prometheus.Observer, v float64, span trace.Span) {
+	if span != nil {
+		if sc := span.SpanContext(); sc.IsSampled() {
+			if eo, ok := h.(prometheus.ExemplarObserver); ok {
+				eo.ObserveWithExemplar(v, prometheus.Labels{"trace_id": sc.TraceID().String()})
+				return
+			}
+		}
+	}
+	h.Observe(v)
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -127,5 +128,23 @@ func TestCorrelationTravelsAsBaggageAndStampsSpans(t *testing.T) {
 	}
 	if !found {
 		t.Fatalf("span not stamped: %v", attrs)
+	}
+}
+
+func TestObserveWithTraceAddsExemplar(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "x_seconds", Help: "x", Buckets: []float64{1}})
+	reg.MustRegister(h)
+	tp := sdktrace.NewTracerProvider()
+	_, span := tp.Tracer("t").Start(context.Background(), "op")
+	ObserveWithTrace(h, 0.5, span)
+	ObserveWithTrace(h, 0.7, nil)
+	mfs, _ := reg.Gather()
+	ex := mfs[0].GetMetric()[0].GetHistogram().GetBucket()[0].GetExemplar()
+	if ex == nil || ex.GetLabel()[0].GetValue() != span.SpanContext().TraceID().String() {
+		t.Fatalf("exemplar %v", ex)
+	}
+	if mfs[0].GetMetric()[0].GetHistogram().GetSampleCount() != 2 {
+		t.Fatal("observation without a span lost")
 	}
 }
