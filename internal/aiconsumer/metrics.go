@@ -74,7 +74,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, c := range []string{"rate_limited", "server", "timeout", "transport", "other"} {
 		m.retries.WithLabelValues(c)
 	}
-	for _, v := range []string{"ok", "rate_limited", "server", "client", "auth", "timeout", "transport", "canceled", "other"} {
+	for _, v := range []string{"ok", "rate_limited", "server", "client", "auth", "timeout", "transport", "canceled", "circuit_open", "other"} {
 		m.requests.WithLabelValues(v)
 	}
 	m.tokens.WithLabelValues("prompt")

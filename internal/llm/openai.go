@@ -103,6 +103,8 @@ func ErrorClass(err error) string {
 	switch {
 	case err == nil:
 		return "none"
+	case errors.Is(err, ErrUnavailable):
+		return "circuit_open"
 	case errors.Is(err, context.DeadlineExceeded):
 		return "timeout"
 	case errors.Is(err, context.Canceled):
