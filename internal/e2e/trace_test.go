@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"slices"
 	"sort"
 	"strings"
@@ -68,6 +69,12 @@ func TestOneTracePerMessage(t *testing.T) {
 		ops = append(ops, tr.Service(sp)+"/"+sp.OperationName)
 		if sp.Tag("correlation_id") != corr {
 			t.Errorf("span %s/%s lacks correlation_id", tr.Service(sp), sp.OperationName)
+		}
+		for _, tag := range sp.Tags {
+			v := fmt.Sprint(tag.Value)
+			if strings.Contains(v, testSecret) || strings.Contains(v, testAPIKey) || strings.Contains(v, "eyJ") {
+				t.Errorf("span %s/%s tag %s holds a secret or a token", tr.Service(sp), sp.OperationName, tag.Key)
+			}
 		}
 		if len(sp.References) == 0 {
 			roots++
