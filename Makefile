@@ -5,7 +5,7 @@ BIN   ?= bin
 
 # Debian packages the tests need: command → package.
 TEST_DEPS := redis-server:redis-server nginx:nginx-light kcat:kcat docker-compose:docker-compose \
-             promtool:prometheus prometheus-alertmanager:prometheus-alertmanager
+             promtool:prometheus prometheus-alertmanager:prometheus-alertmanager chromium:chromium
 
 # Fuzz targets as Name:package; `make fuzz` runs each for FUZZTIME.
 FUZZ_TARGETS := FuzzDecodeClientFrame:./internal/protocol/ FuzzUnmarshal:./internal/envelope/ \

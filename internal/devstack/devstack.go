@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"strconv"
 	"time"
@@ -27,6 +28,7 @@ import (
 	"github.com/chatrelay/chat/internal/process"
 	"github.com/chatrelay/chat/internal/relay"
 	"github.com/chatrelay/chat/internal/telemetry"
+	"github.com/chatrelay/chat/internal/webui"
 )
 
 // Config holds the dev-only settings.
@@ -111,6 +113,10 @@ func Run(ctx context.Context, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Dev only: the chat page's "Dev sign-in" mints tokens here.
+	gw.Handle(http.MethodGet, "/dev/token", webui.DevTokenHandler(func(u string) (string, error) {
+		return auth.MintFromConfig(gwCfg.Auth, u, 24*time.Hour)
+	}))
 	ai, err := aiconsumer.New(ctx, aiCfg, aiconsumer.NewModel(aiCfg), logger("ai-consumer"), telemetry.ServiceRegisterer(tel.Registry, "ai-consumer"))
 	if err != nil {
 		return err
@@ -165,6 +171,7 @@ func printBanner(out io.Writer, addr, user string, ac auth.Config, generated, of
 		return
 	}
 	fmt.Fprintf(out, "\n  Chat dev stack is up.\n")
+	fmt.Fprintf(out, "  Chat page: http://%s/  (use \"Dev sign-in\")\n", net.JoinHostPort(host, port))
 	fmt.Fprintf(out, "  WebSocket URL (user %q, token valid 24h):\n    ws://%s/ws?userid=%s&token=%s\n", user, net.JoinHostPort(host, port), user, token)
 	if generated {
 		fmt.Fprintf(out, "  AUTH_SECRET was not set; this run uses a random one (set AUTH_SECRET to mint your own tokens).\n")

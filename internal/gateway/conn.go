@@ -159,6 +159,9 @@ func (c *conn) handleFrame(data []byte) {
 		c.replay(f.Cursor, true)
 		return
 	}
+	corr := ids.CorrelationID(f.CorrelationID)
+	ctx = telemetry.WithCorrelationID(ctx, corr)
+	telemetry.SetCorrelation(ctx, corr)
 	if c.draining.Load() {
 		c.g.m.rejected.WithLabelValues("draining").Inc()
 		span.End()
@@ -173,8 +176,6 @@ func (c *conn) handleFrame(data []byte) {
 		return
 	}
 
-	corr := ids.CorrelationID(f.CorrelationID)
-	ctx = telemetry.WithCorrelationID(ctx, corr)
 	env := &envelope.Envelope{
 		Type: envelope.TypeMessage, ID: ids.New(), UserID: c.userID, Content: f.Content,
 		ClientID: f.ID, CorrelationID: corr, Timestamp: time.Now().UTC(),

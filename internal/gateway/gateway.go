@@ -36,6 +36,7 @@ import (
 	"github.com/chatrelay/chat/internal/protocol"
 	"github.com/chatrelay/chat/internal/ratelimit"
 	"github.com/chatrelay/chat/internal/redisbus"
+	"github.com/chatrelay/chat/internal/webui"
 )
 
 // Gateway is the running websocket-server.
@@ -147,7 +148,19 @@ func (g *Gateway) routes() *echo.Echo {
 	e.Use(httpTracing(g.tracer, "/healthz"))
 	e.GET("/healthz", func(c echo.Context) error { return c.String(http.StatusOK, "ok\n") })
 	e.GET("/ws", g.handleWS)
+	// The web chat page (embedded static files).
+	ui := echo.WrapHandler(webui.Handler())
+	e.GET("/", ui)
+	e.GET("/index.html", ui)
+	e.GET("/app.js", ui)
+	e.GET("/app.css", ui)
 	return e
+}
+
+// Handle mounts an extra route (the dev stack's /dev/token); call it before
+// Run. The production binary mounts none.
+func (g *Gateway) Handle(method, path string, h http.Handler) {
+	g.echo.Add(method, path, echo.WrapHandler(h))
 }
 
 // Run serves until ctx ends, then shuts down in order: stop accepting, stop

@@ -4,6 +4,7 @@
 //
 //	devstack                          run everything
 //	devstack token -user alice        print an HS256 token for alice over AUTH_SECRET
+//	devstack chat -url ws://localhost:8080/ws -user alice   terminal chat client
 //	devstack dlq-replay -topic incoming_messages.dlq
 //	                                  send dead-lettered records back to their topic
 package main
@@ -21,6 +22,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/chatrelay/chat/internal/auth"
+	"github.com/chatrelay/chat/internal/chatcli"
 	"github.com/chatrelay/chat/internal/config"
 	"github.com/chatrelay/chat/internal/devstack"
 	"github.com/chatrelay/chat/internal/kafka"
@@ -35,6 +37,8 @@ func main() {
 			err = mintToken(os.Args[2:])
 		case "dlq-replay":
 			err = replayDLQ(os.Args[2:])
+		case "chat":
+			err = chat(os.Args[2:])
 		default:
 			goto run
 		}
@@ -46,6 +50,29 @@ func main() {
 	}
 run:
 	process.Main("devstack", func(ctx context.Context) error { return devstack.Run(ctx, os.Stderr) })
+}
+
+// chat is the terminal client: lines in, answers out, reconnecting with
+// resume.
+func chat(args []string) error {
+	fs := flag.NewFlagSet("chat", flag.ContinueOnError)
+	u := fs.String("url", "ws://localhost:8080/ws", "chat WebSocket URL")
+	user := fs.String("user", "demo", "user id")
+	tok := fs.String("token", os.Getenv("CHAT_TOKEN"), "token (default: minted from AUTH_SECRET)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var ac auth.Config
+	if err := config.Load(&ac); err != nil {
+		return err
+	}
+	if *tok == "" && ac.Secret == "" {
+		return errors.New("give -token (or CHAT_TOKEN), or set AUTH_SECRET to mint one")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return chatcli.Run(ctx, os.Stdin, os.Stdout, chatcli.Options{URL: *u, UserID: *user, Token: *tok,
+		Mint: func(id string) (string, error) { return auth.MintFromConfig(ac, id, 24*time.Hour) }})
 }
 
 func replayDLQ(args []string) error {
