@@ -41,7 +41,7 @@ const (
 type Service struct {
 	cfg      Config
 	log      *slog.Logger
-	model    llm.Model
+	model    *llm.Resilient
 	slots    chan struct{}
 	rdb      redis.UniversalClient
 	history  *history.Store
@@ -197,7 +197,11 @@ func (s *Service) answer(ctx context.Context, in *envelope.Envelope) (*envelope.
 	msgs = append(msgs, llm.Message{Role: llm.RoleSystem, Content: s.cfg.SystemPrompt})
 	msgs = append(msgs, memory...)
 	msgs = append(msgs, llm.Message{Role: llm.RoleUser, Content: in.Content})
-	resp, err := s.complete(ctx, in, llm.Request{Messages: msgs})
+	var onDelta func(string)
+	if in.Stream {
+		onDelta = s.chunkProducer(ctx, out)
+	}
+	resp, err := s.complete(ctx, in, llm.Request{Messages: msgs}, onDelta)
 	switch {
 	case err == nil:
 		out.Content = resp.Content
@@ -224,6 +228,31 @@ func (s *Service) answer(ctx context.Context, in *envelope.Envelope) (*envelope.
 	}
 	out.Timestamp = time.Now().UTC()
 	return out, nil
+}
+
+// chunkProducer returns the callback that sends each piece of a streamed
+// answer to the responses topic as a chunk, numbered from 1. Chunks go out
+// without waiting for the broker: they are a preview, in order behind one
+// another on the user's partition, and the final response (produced and
+// acknowledged after them) carries the whole text.
+func (s *Service) chunkProducer(ctx context.Context, out *envelope.Envelope) func(string) {
+	seq := 0
+	return func(delta string) {
+		seq++
+		c := &envelope.Envelope{
+			Type: envelope.TypeChunk, ID: out.ID, ReplyTo: out.ReplyTo, UserID: out.UserID, Content: delta,
+			ClientID: out.ClientID, CorrelationID: out.CorrelationID, Timestamp: time.Now().UTC(), Seq: seq,
+		}
+		r, err := kafka.EnvelopeRecord(kafka.TopicResponses, c)
+		if err != nil {
+			return
+		}
+		s.producer.Produce(context.WithoutCancel(ctx), r, func(_ *kgo.Record, err error) {
+			if err != nil {
+				s.log.WarnContext(ctx, "chunk not produced", "seq", c.Seq, "error", err)
+			}
+		})
+	}
 }
 
 // memory turns the user's recent history into conversation turns, newest
@@ -261,7 +290,7 @@ func (s *Service) memory(ctx context.Context, user string) ([]llm.Message, error
 }
 
 // complete asks the model inside a GenAI client span.
-func (s *Service) complete(ctx context.Context, in *envelope.Envelope, req llm.Request) (llm.Response, error) {
+func (s *Service) complete(ctx context.Context, in *envelope.Envelope, req llm.Request, onDelta func(string)) (llm.Response, error) {
 	ctx, span := s.tracer.Start(ctx, "chat "+s.model.Name(), trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithAttributes(
 			attribute.String("gen_ai.operation.name", "chat"),
@@ -284,7 +313,12 @@ func (s *Service) complete(ctx context.Context, in *envelope.Envelope, req llm.R
 	}
 	defer release()
 	start := time.Now()
-	resp, err := s.model.Complete(ctx, req)
+	var resp llm.Response
+	if onDelta != nil {
+		resp, err = s.model.Stream(ctx, req, onDelta)
+	} else {
+		resp, err = s.model.Complete(ctx, req)
+	}
 	telemetry.ObserveWithTrace(s.m.latency, time.Since(start).Seconds(), span)
 	if err != nil {
 		s.m.requests.WithLabelValues(llm.ErrorClass(err)).Inc()

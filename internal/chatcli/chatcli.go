@@ -244,7 +244,7 @@ func (c *client) session(ctx context.Context, conn *websocket.Conn) (done bool, 
 			}
 			c.seq++
 			id := fmt.Sprintf("cli-%d", c.seq)
-			msg := map[string]string{"type": "message", "content": line, "userid": c.o.UserID, "id": id}
+			msg := map[string]any{"type": "message", "content": line, "userid": c.o.UserID, "id": id, "stream": true}
 			_ = conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
 			if err := conn.WriteJSON(msg); err != nil {
 				fmt.Fprintf(c.out, "* not sent, send it again: %q\n", line)

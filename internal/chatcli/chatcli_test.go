@@ -55,11 +55,11 @@ func TestChunksReconnectResume(t *testing.T) {
 			}
 		}
 		for i := 1; ; i++ {
-			var m map[string]string
+			var m map[string]any
 			if err := c.ReadJSON(&m); err != nil {
 				return
 			}
-			if m["type"] != "message" || m["userid"] != "u1" {
+			if m["type"] != "message" || m["userid"] != "u1" || m["stream"] != true {
 				t.Errorf("bad frame %v", m)
 				return
 			}
@@ -67,8 +67,8 @@ func TestChunksReconnectResume(t *testing.T) {
 			if i == 2 {
 				return // dropped before answering
 			}
-			_ = c.WriteJSON(map[string]any{"type": "chunk", "reply_to": "m1", "seq": 0, "delta": "hello "})
-			_ = c.WriteJSON(map[string]any{"type": "chunk", "reply_to": "m1", "seq": 1, "delta": "wor"})
+			_ = c.WriteJSON(map[string]any{"type": "chunk", "reply_to": "m1", "seq": 1, "delta": "hello "})
+			_ = c.WriteJSON(map[string]any{"type": "chunk", "reply_to": "m1", "seq": 2, "delta": "wor"})
 			_ = c.WriteJSON(map[string]any{"type": "response", "id": "r1", "reply_to": "m1", "userid": "u1", "content": "hello world", "cursor": "1-0"})
 		}
 	}))

@@ -25,6 +25,7 @@ const (
 	TypeMessage  = "message"  // a user's message, on incoming_messages
 	TypeResponse = "response" // the model's answer, on responses and Redis
 	TypeError    = "error"    // a message that could not be answered
+	TypeChunk    = "chunk"    // a piece of a streamed answer (never stored)
 )
 
 // Envelope is the payload. ID is the message id for a message and the
@@ -50,6 +51,9 @@ type Envelope struct {
 	// Cursor is the answer's entry id in the user's history stream, set by
 	// the relay; clients resume from it.
 	Cursor string `json:"cursor,omitempty"`
+	// Stream (messages) asks for chunks; Seq numbers a chunk from 1.
+	Stream bool `json:"stream,omitempty"`
+	Seq    int  `json:"seq,omitempty"`
 }
 
 // ErrInvalid marks an envelope that can never be processed (a poison record).
@@ -83,7 +87,7 @@ func (e *Envelope) Validate() error {
 	switch {
 	case e.V != Version:
 		return fmt.Errorf("%w: unsupported version %d", ErrInvalid, e.V)
-	case e.Type != TypeMessage && e.Type != TypeResponse && e.Type != TypeError:
+	case e.Type != TypeMessage && e.Type != TypeResponse && e.Type != TypeError && e.Type != TypeChunk:
 		return fmt.Errorf("%w: unknown type %q", ErrInvalid, e.Type)
 	case e.ID == "":
 		return fmt.Errorf("%w: missing id", ErrInvalid)

@@ -178,7 +178,7 @@ func (c *conn) handleFrame(data []byte) {
 
 	env := &envelope.Envelope{
 		Type: envelope.TypeMessage, ID: ids.New(), UserID: c.userID, Content: f.Content,
-		ClientID: f.ID, CorrelationID: corr, Timestamp: time.Now().UTC(),
+		ClientID: f.ID, CorrelationID: corr, Timestamp: time.Now().UTC(), Stream: f.Stream,
 	}
 	span.SetAttributes(telemetry.CorrelationAttr.String(corr), attribute.String("messaging.message.id", env.ID))
 	rec, err := kafka.EnvelopeRecord(kafka.TopicIncoming, env)
@@ -303,6 +303,15 @@ const replayLimit = 1000
 
 // sendAnswerLocked queues e unless this connection already had it.
 func (c *conn) sendAnswerLocked(e *envelope.Envelope, replayed bool) bool {
+	if e.Type == envelope.TypeChunk {
+		// A preview of an answer in the writing: no cursor, no history,
+		// no span of its own; the final response follows it.
+		c.enqueue(outFrame{typ: e.Type, data: protocol.Encode(protocol.ServerFrame{
+			Type: protocol.TypeChunk, ID: e.ID, UserID: e.UserID, ReplyTo: e.ReplyTo, ClientID: e.ClientID,
+			CorrelationID: e.CorrelationID, Seq: e.Seq, Delta: e.Content, Timestamp: protocol.FormatTime(e.Timestamp),
+		})})
+		return false
+	}
 	if e.Cursor != "" {
 		if history.CompareCursors(e.Cursor, c.lastCursor) <= 0 {
 			c.g.m.duplicates.Inc()

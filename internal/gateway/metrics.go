@@ -85,7 +85,7 @@ func newMetrics(reg prometheus.Registerer, users func() float64) *metrics {
 	for _, v := range []string{"closed", "slow_consumer", "write_error", "invalid_payload"} {
 		m.dropped.WithLabelValues(v)
 	}
-	for _, v := range [][2]string{{"in", "message"}, {"in", "invalid"}, {"out", "ack"}, {"out", "response"}, {"out", "error"}} {
+	for _, v := range [][2]string{{"in", "message"}, {"in", "invalid"}, {"out", "ack"}, {"out", "response"}, {"out", "error"}, {"out", "chunk"}} {
 		m.frames.WithLabelValues(v[0], v[1])
 	}
 	m.produce.WithLabelValues("ok")

@@ -131,7 +131,7 @@ func NewConsumer(cfg ConsumerConfig, h Handler) (*Consumer, error) {
 		kgo.OnPartitionsRevoked(c.revoked),
 		kgo.OnPartitionsLost(c.lost),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchMaxWait(250*time.Millisecond),
+		kgo.FetchMaxWait(fetchMaxWait),
 	)...)
 	if err != nil {
 		return nil, err
@@ -350,3 +350,9 @@ func (c *Consumer) forget(m map[string][]int32) {
 		}
 	}
 }
+
+// fetchMaxWait bounds how long an idle fetch waits at the broker for new
+// records. Kafka answers as soon as a record arrives; brokers that only
+// answer at the deadline (kfake, in the dev stack and tests) add up to this
+// much latency per hop, so keep it short.
+const fetchMaxWait = 50 * time.Millisecond

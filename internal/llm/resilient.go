@@ -101,11 +101,15 @@ func (r *Resilient) BreakerState() string { return r.cb.State().String() }
 // Complete calls the model until it answers, fails permanently, the breaker
 // opens, or attempts or budget run out.
 func (r *Resilient) Complete(ctx context.Context, req Request) (Response, error) {
+	return r.call(ctx, func(actx context.Context) (Response, error) { return r.next.Complete(actx, req) })
+}
+
+func (r *Resilient) call(ctx context.Context, do func(ctx context.Context) (Response, error)) (Response, error) {
 	span := trace.SpanFromContext(ctx)
 	r.budget.deposit()
 	for attempt := 1; ; attempt++ {
 		actx, holder := withRetryAfter(ctx)
-		resp, err := r.cb.Execute(func() (Response, error) { return r.next.Complete(actx, req) })
+		resp, err := r.cb.Execute(func() (Response, error) { return do(actx) })
 		switch {
 		case err == nil:
 			return resp, nil

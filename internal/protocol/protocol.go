@@ -30,6 +30,7 @@ const (
 	TypeAck      = "ack"
 	TypeResponse = "response"
 	TypeError    = "error"
+	TypeChunk    = "chunk"
 )
 
 // TimeFormat is RFC 3339 with milliseconds, always in UTC.
@@ -47,6 +48,9 @@ type ClientFrame struct {
 	CorrelationID string `json:"correlation_id,omitempty"`
 	// Cursor (resume frames) is the cursor of the last answer the client saw.
 	Cursor string `json:"cursor,omitempty"`
+	// Stream (message frames) asks for the answer as it is written: chunk
+	// frames, then the final response.
+	Stream bool `json:"stream,omitempty"`
 }
 
 // ServerFrame is what the server sends; unused fields are omitted.
@@ -63,6 +67,9 @@ type ServerFrame struct {
 	// Cursor is the answer's position in the user's history: reconnect with
 	// it (resume) to get everything after it.
 	Cursor string `json:"cursor,omitempty"`
+	// Seq and Delta are a chunk frame's place in the answer and its text.
+	Seq   int    `json:"seq,omitempty"`
+	Delta string `json:"delta,omitempty"`
 }
 
 // Reason is a bounded label for why a frame was rejected (used in metrics).

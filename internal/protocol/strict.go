@@ -10,16 +10,17 @@ import (
 )
 
 // clientFields maps every JSON name of ClientFrame, exactly as spelled in its
-// tags, to the field's index. Every field is a string: a client frame is one
-// flat JSON object of strings, which also bounds its nesting depth to 1.
+// tags, to the field's index. Every field is a string or a bool: a client
+// frame is one flat JSON object of scalars, which also bounds its nesting
+// depth to 1.
 var clientFields = func() map[string]int {
 	t := reflect.TypeFor[ClientFrame]()
 	m := make(map[string]int, t.NumField())
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
 		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-		if name == "" || name == "-" || f.Type.Kind() != reflect.String {
-			panic("protocol: every ClientFrame field must be a JSON-named string")
+		if name == "" || name == "-" || (f.Type.Kind() != reflect.String && f.Type.Kind() != reflect.Bool) {
+			panic("protocol: every ClientFrame field must be a JSON-named string or bool")
 		}
 		m[name] = i
 	}
@@ -67,6 +68,14 @@ func decodeStrict(data []byte, f *ClientFrame) error {
 		tok, err = dec.Token()
 		if err != nil {
 			return bad("%s", jsonProblem(err))
+		}
+		if fv := v.Field(i); fv.Kind() == reflect.Bool {
+			b, ok := tok.(bool)
+			if !ok {
+				return bad("field %q must be true or false", key)
+			}
+			fv.SetBool(b)
+			continue
 		}
 		s, ok := tok.(string)
 		if !ok {

@@ -153,6 +153,15 @@ func (r *Relay) handle(ctx context.Context, rec *kgo.Record) error {
 	if e.Type == envelope.TypeMessage {
 		return kafka.Permanent(fmt.Errorf("relay: %w: a user message on the responses topic", envelope.ErrInvalid))
 	}
+	if e.Type == envelope.TypeChunk {
+		// Chunks are a live preview: not kept in the history (the final
+		// response holds the whole text), just passed on.
+		if err := redisbus.Publish(ctx, r.rdb, e); err != nil {
+			r.publishErrors.Inc()
+			return err
+		}
+		return nil
+	}
 	cursor, err := r.history.Append(ctx, e)
 	if err != nil {
 		r.publishErrors.Inc()

@@ -26,6 +26,8 @@ type Frame struct {
 	ClientID      string `json:"client_id"`
 	CorrelationID string `json:"correlation_id"`
 	Cursor        string `json:"cursor"`
+	Seq           int    `json:"seq"`
+	Delta         string `json:"delta"`
 	Raw           string `json:"-"`
 }
 

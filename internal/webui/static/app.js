@@ -147,7 +147,7 @@
     const text = el.text.value;
     if (!text.trim() || !ws || ws.readyState !== WebSocket.OPEN) return;
     const id = "c-" + Date.now().toString(36) + "-" + (++seq);
-    ws.send(JSON.stringify({ type: "message", content: text, userid: user, id: id }));
+    ws.send(JSON.stringify({ type: "message", content: text, userid: user, id: id, stream: true }));
     const li = add("mine sending", text);
     li.dataset.clientId = id;
     el.text.value = "";
