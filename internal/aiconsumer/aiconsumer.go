@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,15 +40,18 @@ const (
 
 // Service is the running ai-consumer.
 type Service struct {
-	cfg      Config
-	log      *slog.Logger
-	model    *llm.Resilient
-	slots    chan struct{}
-	rdb      redis.UniversalClient
-	history  *history.Store
-	answers  *history.Answers
-	tokens   *ratelimit.DailyTokens
-	quota    *ratelimit.Model
+	cfg     Config
+	log     *slog.Logger
+	model   *llm.Resilient
+	slots   chan struct{}
+	rdb     redis.UniversalClient
+	history *history.Store
+	answers *history.Answers
+	tokens  *ratelimit.DailyTokens
+	quota   *ratelimit.Model
+	// unsaved holds answers given by the model and not yet stored in Redis,
+	// by message id (only while a record is being retried).
+	unsaved  sync.Map
 	producer *kgo.Client
 	consumer *kafka.Consumer
 	m        *metrics
@@ -146,21 +150,35 @@ func (s *Service) handle(ctx context.Context, rec *kgo.Record) error {
 		return kafka.Permanent(fmt.Errorf("ai-consumer: %w: %s on the incoming topic", envelope.ErrInvalid, in.Type))
 	}
 	// A redelivered message reuses its stored answer: the model is called at
-	// most once per message id, and the response id stays the same.
-	out, err := s.answers.Get(ctx, in.UserID, in.ID)
-	if err != nil {
-		return err
-	}
-	if out != nil {
-		s.m.reused.Inc()
-		s.log.InfoContext(ctx, "reusing the stored answer of a redelivered message", "message_id", in.ID, "response_id", out.ID)
+	// most once per message id, and the response id stays the same. An
+	// answer the model gave but Redis could not store yet waits in memory,
+	// so retrying the record during a Redis outage does not ask again.
+	var out *envelope.Envelope
+	if v, ok := s.unsaved.Load(in.ID); ok {
+		out = v.(*envelope.Envelope)
 	} else {
-		if out, err = s.answer(ctx, in); err != nil {
+		stored, err := s.answers.Get(ctx, in.UserID, in.ID)
+		if err != nil {
 			return err
 		}
-		if out, err = s.answers.Put(ctx, out); err != nil {
+		if stored != nil {
+			s.m.reused.Inc()
+			s.log.InfoContext(ctx, "reusing the stored answer of a redelivered message", "message_id", in.ID, "response_id", stored.ID)
+			out = stored
+		} else {
+			if out, err = s.answer(ctx, in); err != nil {
+				return err
+			}
+			s.unsaved.Store(in.ID, out)
+		}
+	}
+	if _, pending := s.unsaved.Load(in.ID); pending {
+		winner, err := s.answers.Put(ctx, out)
+		if err != nil {
 			return err
 		}
+		s.unsaved.Delete(in.ID)
+		out = winner
 	}
 	r, err := kafka.EnvelopeRecord(kafka.TopicResponses, out)
 	if err != nil {
