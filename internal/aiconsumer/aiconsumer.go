@@ -52,8 +52,8 @@ type Service struct {
 	// unsaved holds answers given by the model and not yet stored in Redis,
 	// by message id (only while a record is being retried).
 	unsaved  sync.Map
-	producer *kgo.Client
-	consumer *kafka.Consumer
+	worker   *kafka.Worker
+	producer *kgo.Client // the worker's, for the answers
 	m        *metrics
 	tracer   trace.Tracer
 }
@@ -68,10 +68,6 @@ func NewModel(cfg Config) llm.Model {
 
 // New connects the service's clients and creates its topics when missing.
 func New(ctx context.Context, cfg Config, model llm.Model, log *slog.Logger, reg prometheus.Registerer) (*Service, error) {
-	brokers, err := kafka.ParseBrokers(cfg.Kafka.Bootstrap)
-	if err != nil {
-		return nil, err
-	}
 	rdb, err := redisbus.NewClient(cfg.Redis.URL)
 	if err != nil {
 		return nil, err
@@ -85,32 +81,15 @@ func New(ctx context.Context, cfg Config, model llm.Model, log *slog.Logger, reg
 		quota:  ratelimit.NewModel(rdb, cfg.ModelLimits),
 		tracer: otel.Tracer("github.com/chatrelay/chat/internal/aiconsumer"),
 	}
-	cc := kafka.ClientConfig{Brokers: brokers, ClientID: "ai-consumer", Logger: log, Registerer: reg, Linger: cfg.Kafka.Linger}
-	s.producer, err = kafka.NewClient(cc)
+	w, err := kafka.NewWorker(ctx, kafka.WorkerConfig{
+		Kafka: cfg.Kafka, ClientID: "ai-consumer", Group: cfg.Group, Topic: kafka.TopicIncoming,
+		Also: []string{kafka.TopicResponses}, MaxInFlight: cfg.MaxInFlight, Drain: cfg.Drain, Log: log, Registerer: reg,
+	}, s.handle)
 	if err != nil {
 		_ = rdb.Close()
 		return nil, err
 	}
-	if err := kafka.EnsureTopics(ctx, s.producer, cfg.Kafka.Partitions, cfg.Kafka.Replication,
-		kafka.TopicIncoming, kafka.TopicIncoming+kafka.DLQSuffix, kafka.TopicResponses); err != nil {
-		s.closeClients()
-		return nil, err
-	}
-	dlqCounter := kafka.NewDLQCounter(reg)
-	dlqCounter.WithLabelValues(kafka.TopicIncoming)
-	h := kafka.Wrap(s.handle, kafka.ChainDeps{
-		Group: cfg.Group, Log: log, Metrics: kafka.NewHandlerMetrics(reg).Init(kafka.TopicIncoming),
-		DLQ: s.producer, DLQCounter: dlqCounter,
-	})
-	s.consumer, err = kafka.NewConsumer(kafka.ConsumerConfig{
-		Client: cc, Group: cfg.Group, Topics: []string{kafka.TopicIncoming},
-		MaxInFlight: cfg.MaxInFlight, DrainTimeout: cfg.Drain, Lag: kafka.NewLagGauge(reg),
-		SessionTimeout: cfg.Kafka.SessionTimeout,
-	}, h)
-	if err != nil {
-		s.closeClients()
-		return nil, err
-	}
+	s.worker, s.producer = w, w.Producer
 	log.Info("ai-consumer model", "model", model.Name(), "offline", cfg.Offline)
 	return s, nil
 }
@@ -118,7 +97,7 @@ func New(ctx context.Context, cfg Config, model llm.Model, log *slog.Logger, reg
 // Checks are the service's readiness checks.
 func (s *Service) Checks() map[string]ops.Check {
 	return map[string]ops.Check{
-		"ai-consumer.kafka": func(ctx context.Context) error { return kafka.Ping(ctx, s.consumer.Client()) },
+		"ai-consumer.kafka": s.worker.Ping,
 		"ai-consumer.redis": func(ctx context.Context) error { return redisbus.Ping(ctx, s.rdb) },
 	}
 }
@@ -126,19 +105,9 @@ func (s *Service) Checks() map[string]ops.Check {
 // Run consumes until ctx ends, then lets in-flight answers finish, commits,
 // flushes the producer and closes.
 func (s *Service) Run(ctx context.Context) error {
-	err := s.consumer.Run(ctx)
-	fctx, cancel := context.WithTimeout(context.Background(), s.cfg.Drain)
-	defer cancel()
-	if ferr := s.producer.Flush(fctx); ferr != nil {
-		err = errors.Join(err, fmt.Errorf("ai-consumer: flush producer: %w", ferr))
-	}
-	s.closeClients()
-	return err
-}
-
-func (s *Service) closeClients() {
-	s.producer.Close()
+	err := s.worker.Run(ctx)
 	_ = s.rdb.Close()
+	return err
 }
 
 func (s *Service) handle(ctx context.Context, rec *kgo.Record) error {

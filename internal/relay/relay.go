@@ -52,12 +52,11 @@ func (c Config) Validate() error {
 
 // Relay is the running service.
 type Relay struct {
-	cfg      Config
-	log      *slog.Logger
-	rdb      redis.UniversalClient
-	history  *history.Store
-	producer *kgo.Client
-	consumer *kafka.Consumer
+	cfg     Config
+	log     *slog.Logger
+	rdb     redis.UniversalClient
+	history *history.Store
+	worker  *kafka.Worker
 
 	publishSeconds prometheus.Histogram
 	publishErrors  prometheus.Counter
@@ -65,10 +64,6 @@ type Relay struct {
 
 // New connects the relay's clients and creates its topics when missing.
 func New(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Relay, error) {
-	brokers, err := kafka.ParseBrokers(cfg.Kafka.Bootstrap)
-	if err != nil {
-		return nil, err
-	}
 	rdb, err := redisbus.NewClient(cfg.Redis.URL)
 	if err != nil {
 		return nil, err
@@ -85,39 +80,22 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 	})
 	reg.MustRegister(r.publishSeconds, r.publishErrors)
 
-	cc := kafka.ClientConfig{Brokers: brokers, ClientID: "message-relay", Logger: log, Registerer: reg, Linger: cfg.Kafka.Linger}
-	r.producer, err = kafka.NewClient(cc)
+	w, err := kafka.NewWorker(ctx, kafka.WorkerConfig{
+		Kafka: cfg.Kafka, ClientID: "message-relay", Group: cfg.Group, Topic: kafka.TopicResponses,
+		MaxInFlight: cfg.MaxInFlight, Drain: cfg.Drain, Log: log, Registerer: reg,
+	}, r.handle)
 	if err != nil {
 		_ = rdb.Close()
 		return nil, err
 	}
-	if err := kafka.EnsureTopics(ctx, r.producer, cfg.Kafka.Partitions, cfg.Kafka.Replication,
-		kafka.TopicResponses, kafka.TopicResponses+kafka.DLQSuffix); err != nil {
-		r.closeClients()
-		return nil, err
-	}
-	dlqCounter := kafka.NewDLQCounter(reg)
-	dlqCounter.WithLabelValues(kafka.TopicResponses)
-	h := kafka.Wrap(r.handle, kafka.ChainDeps{
-		Group: cfg.Group, Log: log, Metrics: kafka.NewHandlerMetrics(reg).Init(kafka.TopicResponses),
-		DLQ: r.producer, DLQCounter: dlqCounter,
-	})
-	r.consumer, err = kafka.NewConsumer(kafka.ConsumerConfig{
-		Client: cc, Group: cfg.Group, Topics: []string{kafka.TopicResponses},
-		MaxInFlight: cfg.MaxInFlight, DrainTimeout: cfg.Drain, Lag: kafka.NewLagGauge(reg),
-		SessionTimeout: cfg.Kafka.SessionTimeout,
-	}, h)
-	if err != nil {
-		r.closeClients()
-		return nil, err
-	}
+	r.worker = w
 	return r, nil
 }
 
 // Checks are the relay's readiness checks.
 func (r *Relay) Checks() map[string]ops.Check {
 	return map[string]ops.Check{
-		"relay.kafka": func(ctx context.Context) error { return kafka.Ping(ctx, r.consumer.Client()) },
+		"relay.kafka": r.worker.Ping,
 		"relay.redis": func(ctx context.Context) error { return redisbus.Ping(ctx, r.rdb) },
 	}
 }
@@ -125,19 +103,9 @@ func (r *Relay) Checks() map[string]ops.Check {
 // Run relays until ctx ends, then drains in order: the consumer finishes
 // and commits, then the producer flushes, then the clients close.
 func (r *Relay) Run(ctx context.Context) error {
-	err := r.consumer.Run(ctx)
-	fctx, cancel := context.WithTimeout(context.Background(), r.cfg.Drain)
-	defer cancel()
-	if ferr := r.producer.Flush(fctx); ferr != nil {
-		err = errors.Join(err, fmt.Errorf("relay: flush producer: %w", ferr))
-	}
-	r.closeClients()
-	return err
-}
-
-func (r *Relay) closeClients() {
-	r.producer.Close()
+	err := r.worker.Run(ctx)
 	_ = r.rdb.Close()
+	return err
 }
 
 // handle appends one answer (with its question) to the user's history, then
