@@ -37,23 +37,7 @@ var testEnv = map[string]string{
 	"AUTH_SECRET": "deploycheck-secret",
 }
 
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the working directory")
-		}
-		dir = parent
-	}
-}
+func repoRoot(t *testing.T) string { return testinfra.RepoRoot(t) }
 
 // composeFileSets returns the base file alone, the base file with each
 // overlay, and (with two or more overlays) the base file with all of them.

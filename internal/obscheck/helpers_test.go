@@ -19,23 +19,7 @@ import (
 )
 
 // repoRoot is the directory holding go.mod.
-func repoRoot(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the working directory")
-		}
-		dir = parent
-	}
-}
+func repoRoot(t testing.TB) string { return testinfra.RepoRoot(t) }
 
 // repoGlob returns the files matching pattern (relative to the repo root),
 // failing when there are none.

@@ -218,23 +218,7 @@ func DeriveNginxConfig(conf []byte, dir, listenAddr string, upstreams []string) 
 
 // nginxRepoRoot walks up from the working directory to the directory holding
 // go.mod.
-func nginxRepoRoot(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatalf("getwd: %v", err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatalf("go.mod not found above the working directory")
-		}
-		dir = parent
-	}
-}
+func nginxRepoRoot(t testing.TB) string { return RepoRoot(t) }
 
 // requireNginx finds nginx on PATH or in the sbin directories, which are not
 // always on a non-root PATH.
