@@ -10,7 +10,6 @@
 package protocol
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -96,6 +95,10 @@ type Error struct {
 func (e *Error) Error() string { return string(e.Reason) + ": " + e.Message }
 
 func reject(r Reason, format string, args ...any) *Error {
+	if len(args) == 0 && !strings.Contains(format, "%") {
+		// Most refusals are a fixed sentence: no need for fmt.
+		return &Error{Reason: r, Message: format}
+	}
 	return &Error{Reason: r, Message: fmt.Sprintf(format, args...)}
 }
 
@@ -152,7 +155,9 @@ func decodeClientFrame(data []byte, userID string, lim Limits) (ClientFrame, err
 	if f.Cursor != "" {
 		return f, reject(ReasonBadJSON, "cursor belongs in a resume frame")
 	}
-	if len(bytes.TrimSpace([]byte(f.Content))) == 0 {
+	// strings.TrimSpace trims exactly what bytes.TrimSpace does, without
+	// copying the content to a []byte first.
+	if strings.TrimSpace(f.Content) == "" {
 		return f, reject(ReasonEmptyContent, "content is empty")
 	}
 	if lim.MaxContentBytes > 0 && len(f.Content) > lim.MaxContentBytes {
