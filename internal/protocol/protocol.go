@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -231,9 +232,17 @@ func truncate(s string, n int) string {
 // Encode marshals a server frame. Server frames hold only strings, so
 // marshalling cannot fail.
 func Encode(f ServerFrame) []byte {
-	b, _ := json.Marshal(f)
+	// json.Marshal(f) would copy f to the heap to put it in an interface;
+	// a pooled *ServerFrame encodes the same bytes without that copy.
+	p := framePool.Get().(*ServerFrame)
+	*p = f
+	b, _ := json.Marshal(p)
+	*p = ServerFrame{} // hold no strings while pooled
+	framePool.Put(p)
 	return b
 }
+
+var framePool = sync.Pool{New: func() any { return new(ServerFrame) }}
 
 // ErrorFrame builds an error frame for userID.
 func ErrorFrame(userID, message string) ServerFrame {
