@@ -1,13 +1,17 @@
 package kafka
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kotel"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/chatrelay/chat/internal/envelope"
+	"github.com/chatrelay/chat/internal/telemetry"
 )
 
 // benchResponse is an answer as the ai-consumer produces it: 1 KB of text,
@@ -25,18 +29,41 @@ func benchResponse() *envelope.Envelope {
 }
 
 // BenchmarkEnvelopeRecord is the producing side: envelope → Kafka record.
+// "traced" adds what kotel's produce hook then does to it: inject the trace
+// context and the correlation id (baggage) as headers.
 func BenchmarkEnvelopeRecord(b *testing.B) {
 	e := benchResponse()
-	b.ReportAllocs()
-	for b.Loop() {
-		r, err := EnvelopeRecord(TopicResponses, e)
-		if err != nil {
-			b.Fatal(err)
+	b.Run("response", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			r, err := EnvelopeRecord(TopicResponses, e)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(r.Headers) != 4 || string(r.Key) != e.UserID {
+				b.Fatalf("bad record %+v", r)
+			}
 		}
-		if len(r.Headers) != 4 || string(r.Key) != e.UserID {
-			b.Fatalf("bad record %+v", r)
+	})
+	b.Run("response_traced", func(b *testing.B) {
+		tid, _ := trace.TraceIDFromHex("0af7651916cd43dd8448eb211c80319c")
+		sid, _ := trace.SpanIDFromHex("b7ad6b7169203331")
+		ctx := trace.ContextWithSpanContext(context.Background(), trace.NewSpanContext(trace.SpanContextConfig{
+			TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled,
+		}))
+		ctx = telemetry.WithCorrelationID(ctx, e.CorrelationID)
+		b.ReportAllocs()
+		for b.Loop() {
+			r, err := EnvelopeRecord(TopicResponses, e)
+			if err != nil {
+				b.Fatal(err)
+			}
+			telemetry.Propagator.Inject(ctx, kotel.NewRecordCarrier(r))
+			if len(r.Headers) != 6 || Header(r, "traceparent") == "" {
+				b.Fatalf("bad record headers %+v", r.Headers)
+			}
 		}
-	}
+	})
 }
 
 // BenchmarkRecordEnvelope is the consuming side, as the relay and the
