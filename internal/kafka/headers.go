@@ -56,15 +56,36 @@ func EnvelopeRecord(topic string, e *envelope.Envelope) (*kgo.Record, error) {
 	if e.ReplyTo != "" {
 		msgID = e.ReplyTo
 	}
+	// The key and the two per-message header values share one allocation.
+	// Each is capped at its own length, so an append to one copies instead
+	// of writing over the next.
+	buf := make([]byte, 0, len(e.UserID)+len(e.CorrelationID)+len(msgID))
+	buf = append(buf, e.UserID...)
+	buf = append(buf, e.CorrelationID...)
+	buf = append(buf, msgID...)
+	n1, n2 := len(e.UserID), len(e.UserID)+len(e.CorrelationID)
+	// Room for the trace headers kotel's produce hook appends (traceparent,
+	// tracestate, baggage), so that does not reallocate the slice.
+	headers := make([]kgo.RecordHeader, 4, 4+3)
+	headers[0] = kgo.RecordHeader{Key: HeaderCorrelationID, Value: buf[n1:n2:n2]}
+	headers[1] = kgo.RecordHeader{Key: HeaderMessageID, Value: buf[n2:]}
+	headers[2] = kgo.RecordHeader{Key: HeaderContentType, Value: contentTypeValue}
+	headers[3] = kgo.RecordHeader{Key: HeaderSchemaVersion, Value: schemaVersionValue}
 	return &kgo.Record{
-		Topic: topic,
-		Key:   []byte(e.UserID),
-		Value: b,
-		Headers: []kgo.RecordHeader{
-			{Key: HeaderCorrelationID, Value: []byte(e.CorrelationID)},
-			{Key: HeaderMessageID, Value: []byte(msgID)},
-			{Key: HeaderContentType, Value: []byte(envelope.ContentType)},
-			{Key: HeaderSchemaVersion, Value: []byte(strconv.Itoa(envelope.Version))},
-		},
+		Topic:   topic,
+		Key:     buf[:n1:n1],
+		Value:   b,
+		Headers: headers,
 	}, nil
 }
+
+// The constant header values are shared by every record instead of being
+// copied into each: header values are only ever replaced (SetHeader, kotel),
+// never written in place, and their capacity is their length, so an append
+// copies.
+var (
+	contentTypeValue   = constBytes(envelope.ContentType)
+	schemaVersionValue = constBytes(strconv.Itoa(envelope.Version))
+)
+
+func constBytes(s string) []byte { b := []byte(s); return b[:len(b):len(b)] }
