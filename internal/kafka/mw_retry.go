@@ -37,13 +37,18 @@ func Retry(p RetryPolicy, log *slog.Logger) Middleware {
 	}
 	return func(next Handler) Handler {
 		return func(ctx context.Context, r *kgo.Record) error {
-			b := backoff.NewExponentialBackOff()
-			b.InitialInterval = p.Initial
-			b.MaxInterval = p.Max
+			// The backoff is made at the first failure: most records succeed
+			// at once and never need it.
+			var b *backoff.ExponentialBackOff
 			for attempt := 1; ; attempt++ {
 				err := next(context.WithValue(ctx, attemptKey{}, attempt), r)
 				if err == nil || IsPermanent(err) || ctx.Err() != nil {
 					return err
+				}
+				if b == nil {
+					b = backoff.NewExponentialBackOff()
+					b.InitialInterval = p.Initial
+					b.MaxInterval = p.Max
 				}
 				wait := b.NextBackOff()
 				if log != nil {
