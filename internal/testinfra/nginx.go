@@ -357,6 +357,15 @@ func (n *Nginx) URL() string { return "http://" + n.addr }
 // Dir is nginx's prefix directory holding the config, logs and temp files.
 func (n *Nginx) Dir() string { return n.dir }
 
+// Pid is the process id of nginx's master process; the workers are its
+// children.
+func (n *Nginx) Pid() int {
+	if n.cmd == nil || n.cmd.Process == nil {
+		return 0
+	}
+	return n.cmd.Process.Pid
+}
+
 // ConfigPath is the derived config nginx runs with.
 func (n *Nginx) ConfigPath() string { return n.confPath }
 

@@ -35,26 +35,106 @@ func RepoRoot(t testing.TB) string {
 func BuildServices(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "chat-bin-")
-		if buildErr != nil {
-			return
-		}
-		args := []string{"build", "-o", buildDir + "/"}
+		var flags []string
 		if raceEnabled {
-			args = append(args, "-race")
+			flags = append(flags, "-race")
 		}
-		args = append(args, "./services/...")
-		cmd := exec.Command("go", args...)
-		cmd.Dir = RepoRoot(t)
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
+		buildDir, buildErr = buildServicesInto(RepoRoot(t), flags, nil)
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
 	return buildDir
+}
+
+// buildServicesInto builds ./services/... of root into a new temporary
+// directory with the given go build flags and extra environment.
+func buildServicesInto(root string, flags, env []string) (string, error) {
+	dir, err := os.MkdirTemp("", "chat-bin-")
+	if err != nil {
+		return "", err
+	}
+	args := append([]string{"build", "-o", dir + "/"}, flags...)
+	args = append(args, "./services/...")
+	cmd := exec.Command("go", args...)
+	cmd.Dir = root
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return dir, nil
+}
+
+// BuildOption configures BuildServicesOpt.
+type BuildOption func(*buildConfig)
+
+type buildConfig struct {
+	race  bool
+	flags []string
+	env   []string
+}
+
+// WithRace sets whether the binaries get the race detector (by default they
+// do when the tests run with it, as with BuildServices).
+func WithRace(on bool) BuildOption {
+	return func(c *buildConfig) { c.race = on }
+}
+
+// WithBuildFlags adds go build flags (e.g. "-trimpath").
+func WithBuildFlags(flags ...string) BuildOption {
+	return func(c *buildConfig) { c.flags = append(c.flags, flags...) }
+}
+
+// WithBuildEnv adds environment variables to the go build (e.g.
+// "CGO_ENABLED=0").
+func WithBuildEnv(env ...string) BuildOption {
+	return func(c *buildConfig) { c.env = append(c.env, env...) }
+}
+
+// ReleaseBuild builds the binaries the way they ship (the Dockerfile and
+// `make build`): no race detector, CGO_ENABLED=0, -trimpath. Performance
+// measurements want these, whatever flags the test binary itself has.
+func ReleaseBuild() BuildOption {
+	return func(c *buildConfig) {
+		c.race = false
+		c.flags = append(c.flags, "-trimpath")
+		c.env = append(c.env, "CGO_ENABLED=0")
+	}
+}
+
+var (
+	optBuildMu   sync.Mutex
+	optBuildDirs = map[string]string{}
+)
+
+// BuildServicesOpt is BuildServices with a chosen build configuration. Each
+// distinct configuration is built once per test process; the directory
+// holding the binaries is returned (use it with StartProcessFrom).
+func BuildServicesOpt(t testing.TB, opts ...BuildOption) string {
+	t.Helper()
+	cfg := buildConfig{race: raceEnabled}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	flags := append([]string{}, cfg.flags...)
+	if cfg.race {
+		flags = append(flags, "-race")
+	}
+	key := strings.Join(flags, " ") + "|" + strings.Join(cfg.env, " ")
+	optBuildMu.Lock()
+	defer optBuildMu.Unlock()
+	if dir, ok := optBuildDirs[key]; ok {
+		return dir
+	}
+	dir, err := buildServicesInto(RepoRoot(t), flags, cfg.env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	optBuildDirs[key] = dir
+	return dir
 }
 
 // Process is a service binary run by a test, with its output kept in a log
@@ -77,8 +157,15 @@ type Process struct {
 // 200. The process is killed when the test ends.
 func StartProcess(t testing.TB, name, binary string, env []string, readyURL string) *Process {
 	t.Helper()
+	return StartProcessFrom(t, BuildServices(t), name, binary, env, readyURL)
+}
+
+// StartProcessFrom is StartProcess for a binary in binDir, e.g. a directory
+// returned by BuildServicesOpt.
+func StartProcessFrom(t testing.TB, binDir, name, binary string, env []string, readyURL string) *Process {
+	t.Helper()
 	p := &Process{
-		t: t, Name: name, path: filepath.Join(BuildServices(t), binary), env: env, ready: readyURL,
+		t: t, Name: name, path: filepath.Join(binDir, binary), env: env, ready: readyURL,
 		logPath: filepath.Join(t.TempDir(), name+".log"),
 	}
 	t.Cleanup(func() {
@@ -178,6 +265,16 @@ func (p *Process) Stop() {
 
 // Kill sends SIGKILL and waits.
 func (p *Process) Kill() { p.Signal(syscall.SIGKILL, 10*time.Second) }
+
+// Pid is the process id of the current run (0 before the first start).
+func (p *Process) Pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil || p.cmd.Process == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
 
 // ExitCode is the exit code of the last run (-1 while running or killed).
 func (p *Process) ExitCode() int {

@@ -110,6 +110,16 @@ func (r *Redis) URL() string {
 // Dir returns the server's working directory (log file, append-only files).
 func (r *Redis) Dir() string { return r.dir }
 
+// Pid returns the server's process id, or 0 while it is stopped.
+func (r *Redis) Pid() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.proc == nil || r.proc.cmd.Process == nil {
+		return 0
+	}
+	return r.proc.cmd.Process.Pid
+}
+
 // Running reports whether the server process is alive.
 func (r *Redis) Running() bool {
 	r.mu.Lock()
