@@ -33,6 +33,9 @@ type Config struct {
 	PongTimeout     time.Duration `env:"WS_PONG_TIMEOUT" envDefault:"60s"`
 	WriteTimeout    time.Duration `env:"WS_WRITE_TIMEOUT" envDefault:"10s"`
 	SendQueue       int           `env:"WS_SEND_QUEUE" envDefault:"256"`
+	// Netpoll reads sockets only when epoll says they are readable, so an
+	// idle socket holds no goroutine; false: a reader goroutine per socket.
+	Netpoll bool `env:"WS_NETPOLL" envDefault:"true"`
 	// AllowedOrigins lists browser origins allowed besides the server's own.
 	AllowedOrigins []string `env:"WS_ALLOWED_ORIGINS" envSeparator:","`
 

@@ -1,9 +1,11 @@
 package gateway
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -20,26 +22,48 @@ import (
 	"github.com/chatrelay/chat/internal/history"
 	"github.com/chatrelay/chat/internal/ids"
 	"github.com/chatrelay/chat/internal/kafka"
+	"github.com/chatrelay/chat/internal/netpoll"
 	"github.com/chatrelay/chat/internal/protocol"
 	"github.com/chatrelay/chat/internal/ratelimit"
 	"github.com/chatrelay/chat/internal/telemetry"
 )
 
-// conn is one client socket. The handler goroutine reads; one writer
-// goroutine owns every write and the final close, so frames from produce
-// callbacks and Redis deliveries never interleave on the wire.
+// conn is one client socket. It costs no goroutine while idle but its
+// reader, which sits in the runtime's netpoller with a small stack: there is
+// no writer goroutine per socket (one is started when frames are queued and
+// ends when the queue is empty) and no ticker (pings come from a runtime
+// timer). The writer owns every write and the final close, so frames from
+// produce callbacks and Redis deliveries never interleave on the wire.
 type conn struct {
 	g      *Gateway
 	userID string
 	connID string // this socket's slot in the user's socket limit
 	ws     *websocket.Conn
 
-	send       chan outFrame
-	done       chan struct{} // closed by terminate: the socket is finishing
-	writerDone chan struct{}
-	draining   atomic.Bool
+	done     chan struct{} // closed by terminate: the socket is finishing
+	closed   chan struct{} // closed by the writer once the socket is closed
+	draining atomic.Bool
+	pinger   *time.Timer
+	cleanup  func()
 
-	closeOnce   sync.Once
+	// With the poller, the socket is read only when the kernel says it is
+	// readable, on a goroutine that lives until the data is read (reading
+	// makes sure there is one at a time); lastSeen is when the client last
+	// sent anything, pongs included, since there is no blocked read whose
+	// deadline would notice a dead client.
+	br       *bufio.Reader
+	netConn  net.Conn
+	fd       int
+	polled   bool
+	reading  atomic.Bool
+	lastSeen atomic.Int64
+
+	// qmu guards the send queue and the close order. The queue is a slice
+	// that is nil while empty, so an idle socket holds no queue memory.
+	qmu         sync.Mutex
+	queue       []outFrame
+	writing     bool // a writer goroutine is running
+	closing     bool
 	closeCode   int
 	closeText   string
 	closeReason string
@@ -54,13 +78,15 @@ type conn struct {
 }
 
 // outFrame is one queued frame; a frame with closeCode set is an order to
-// close once everything queued before it is written.
+// close once everything queued before it is written, one with ping set is a
+// ping.
 type outFrame struct {
 	data       []byte
 	typ        string
 	span       trace.Span
 	acceptedAt time.Time
 	cursor     string
+	ping       bool
 
 	closeCode   int
 	closeText   string
@@ -70,30 +96,78 @@ type outFrame struct {
 func newConn(g *Gateway, userID string) *conn {
 	return &conn{
 		g: g, userID: userID,
-		send:       make(chan outFrame, g.cfg.SendQueue),
-		done:       make(chan struct{}),
-		writerDone: make(chan struct{}),
-		replaying:  true, // live answers wait until the first replay is done
+		done:      make(chan struct{}),
+		closed:    make(chan struct{}),
+		replaying: true, // live answers wait until the first replay is done
 	}
 }
 
-// serve runs the socket until it closes, then unsubscribes and unregisters.
-// The user's channel is already subscribed: answers published from now on
-// are buffered while the history after the client's cursor (or after what
-// was last delivered to the user) is replayed, so the hand-over has neither
-// gap nor duplicate.
-func (c *conn) serve(ws *websocket.Conn, unsubscribe func(), resume string) {
-	c.ws = ws
+// start runs the socket on goroutines of its own and returns; cleanup runs
+// once the socket is closed. The user's channel is already subscribed:
+// answers published from now on are buffered while the history after the
+// client's cursor (or after what was last delivered to the user) is
+// replayed, so the hand-over has neither gap nor duplicate. Reading starts
+// after the replay: on the poller when there is one, else on a fresh
+// goroutine, so the stack that grew during the handshake and the replay is
+// not kept for the socket's life.
+func (c *conn) start(ws *websocket.Conn, br *bufio.Reader, cleanup func(), resume string) {
+	c.ws, c.br, c.netConn, c.cleanup = ws, br, ws.NetConn(), cleanup
+	c.lastSeen.Store(time.Now().UnixNano())
 	ws.SetReadLimit(c.g.cfg.ReadLimit)
 	_ = ws.SetReadDeadline(time.Now().Add(c.g.cfg.PongTimeout))
 	ws.SetPongHandler(func(string) error {
+		c.lastSeen.Store(time.Now().UnixNano())
 		return ws.SetReadDeadline(time.Now().Add(c.g.cfg.PongTimeout))
 	})
-	go c.writeLoop()
-	c.replay(resume, resume != "")
+	// Sockets connected together are pinged spread over the interval, not
+	// all in the same instant.
+	c.pinger = time.AfterFunc(c.g.cfg.PingInterval/2+rand.N(c.g.cfg.PingInterval/2+1), c.ping)
+	go func() {
+		c.replay(resume, resume != "")
+		if c.poll() {
+			return
+		}
+		go c.serve()
+	}()
+}
+
+// poll hands the socket to the poller; false means read it on a goroutine.
+func (c *conn) poll() bool {
+	p := c.g.poller
+	if p == nil || c.br == nil {
+		return false
+	}
+	fd, err := netpoll.FD(c.netConn)
+	if err != nil {
+		return false
+	}
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	if c.closing {
+		// Closed during the replay: the reader goroutine sees the socket
+		// fail at once and does the cleanup.
+		return false
+	}
+	c.fd = fd
+	if err := p.Add(fd, c); err != nil {
+		return false
+	}
+	c.polled = true
+	return true
+}
+
+// serve reads until the socket fails or closes, then waits for the writer
+// to close it and unregisters.
+func (c *conn) serve() {
 	c.readLoop()
-	<-c.writerDone
-	unsubscribe()
+	<-c.closed
+	c.finish()
+}
+
+// finish releases what the socket held, once it is closed.
+func (c *conn) finish() {
+	c.pinger.Stop()
+	c.cleanup()
 	c.g.unregister(c)
 	c.g.m.disconnects.WithLabelValues(c.closeReason).Inc()
 }
@@ -106,19 +180,99 @@ func (c *conn) readLoop() {
 			return
 		}
 		_ = c.ws.SetReadDeadline(time.Now().Add(c.g.cfg.PongTimeout))
-		if mt != websocket.TextMessage {
-			c.g.m.frames.WithLabelValues("in", "binary").Inc()
-			c.g.m.rejected.WithLabelValues("binary_frame").Inc()
-			c.enqueue(c.errorFrame("binary frames are not supported; send JSON text frames", "", ""))
-			continue
-		}
-		c.handleFrame(data)
+		c.handleMessage(mt, data)
 	}
+}
+
+// Ready (netpoll.Handler) is the poller saying the socket is readable.
+func (c *conn) Ready() {
+	if c.reading.CompareAndSwap(false, true) {
+		go c.readReady()
+	}
+}
+
+// readReady reads what the client sent, then asks the poller to report the
+// socket again. A frame the kernel has only half of is waited for up to
+// WS_PONG_TIMEOUT on this goroutine.
+func (c *conn) readReady() {
+	c.lastSeen.Store(time.Now().UnixNano())
+	_ = c.netConn.SetReadDeadline(time.Now().Add(c.g.cfg.PongTimeout))
+	for {
+		if err := c.readFrame(); err != nil {
+			c.reading.Store(false)
+			c.terminateOnReadError(err)
+			return
+		}
+		if c.br.Buffered() == 0 {
+			break
+		}
+	}
+	c.reading.Store(false)
+	_ = c.g.poller.Rearm(c.fd) // fails only once the socket is closed
+}
+
+// errProtocol is a control frame RFC 6455 does not allow.
+var errProtocol = errors.New("websocket: malformed control frame")
+
+// readFrame reads one message, or one ping or pong. gorilla/websocket reads
+// a message and every control frame before it, but then waits for the next
+// message: a pong on an idle socket would hold a goroutine until the client
+// spoke again. So control frames at a message boundary are read here (the
+// reader is at a frame boundary, gorilla's state untouched); everything
+// else, including control frames inside a fragmented message, is gorilla's.
+func (c *conn) readFrame() error {
+	hdr, err := c.br.Peek(2)
+	if err != nil {
+		return err
+	}
+	op := int(hdr[0] & 0x0f)
+	if op != websocket.PingMessage && op != websocket.PongMessage {
+		mt, data, err := c.ws.ReadMessage()
+		if err != nil {
+			return err
+		}
+		c.handleMessage(mt, data)
+		return nil
+	}
+	// FIN set, no RSV bits (nothing is negotiated), masked (from a client),
+	// payload at most 125 bytes.
+	n := int(hdr[1] & 0x7f)
+	if hdr[0]&0xf0 != 0x80 || hdr[1]&0x80 == 0 || n > 125 {
+		return errProtocol
+	}
+	frame, err := c.br.Peek(6 + n)
+	if err != nil {
+		return err
+	}
+	if op == websocket.PingMessage {
+		payload := make([]byte, n)
+		for i := range n {
+			payload[i] = frame[6+i] ^ frame[2+i%4]
+		}
+		if err := c.ws.WriteControl(websocket.PongMessage, payload, time.Now().Add(c.g.cfg.WriteTimeout)); err != nil {
+			c.terminate(websocket.CloseAbnormalClosure, "", "write_error")
+		}
+	}
+	_, _ = c.br.Discard(6 + n)
+	return nil
+}
+
+// handleMessage handles one client message.
+func (c *conn) handleMessage(mt int, data []byte) {
+	if mt != websocket.TextMessage {
+		c.g.m.frames.WithLabelValues("in", "binary").Inc()
+		c.g.m.rejected.WithLabelValues("binary_frame").Inc()
+		c.enqueue(c.errorFrame("binary frames are not supported; send JSON text frames", "", ""))
+		return
+	}
+	c.handleFrame(data)
 }
 
 func (c *conn) terminateOnReadError(err error) {
 	var ne net.Error
 	switch {
+	case errors.Is(err, errProtocol):
+		c.terminate(websocket.CloseProtocolError, "protocol error", "protocol_error")
 	case errors.Is(err, websocket.ErrReadLimit):
 		c.g.m.limited.WithLabelValues(ratelimit.LimitFrameSize).Inc()
 		c.terminate(websocket.CloseMessageTooBig, "frame too large", "too_big")
@@ -342,21 +496,31 @@ func (c *conn) sendAnswerLocked(e *envelope.Envelope, replayed bool) bool {
 	return true
 }
 
-// enqueue hands f to the writer without blocking. A full queue means the
-// client does not keep up: it is closed (it can reconnect) rather than let
-// it hold memory or slow anyone else.
+// enqueue hands f to the writer without blocking, starting one if none
+// runs. A full queue means the client does not keep up: it is closed (it can
+// reconnect) rather than let it hold memory or slow anyone else.
 func (c *conn) enqueue(f outFrame) {
-	select {
-	case <-c.done:
+	c.qmu.Lock()
+	if c.closing {
+		c.qmu.Unlock()
 		c.drop(f, "closed")
 		return
-	default:
 	}
-	select {
-	case c.send <- f:
-	default:
+	if len(c.queue) >= c.g.cfg.SendQueue {
+		c.qmu.Unlock()
 		c.drop(f, "slow_consumer")
 		c.terminate(websocket.ClosePolicyViolation, "client too slow", "slow_consumer")
+		return
+	}
+	c.queue = append(c.queue, f)
+	c.startWriterLocked()
+	c.qmu.Unlock()
+}
+
+func (c *conn) startWriterLocked() {
+	if !c.writing {
+		c.writing = true
+		go c.writeLoop()
 	}
 }
 
@@ -372,11 +536,17 @@ func (c *conn) drop(f outFrame, reason string) {
 }
 
 // terminate starts closing the socket with code; the first reason wins.
+// Frames still queued are dropped; the writer sends the close frame.
 func (c *conn) terminate(code int, text, reason string) {
-	c.closeOnce.Do(func() {
-		c.closeCode, c.closeText, c.closeReason = code, text, reason
-		close(c.done)
-	})
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	if c.closing {
+		return
+	}
+	c.closing = true
+	c.closeCode, c.closeText, c.closeReason = code, text, reason
+	close(c.done)
+	c.startWriterLocked()
 }
 
 // stopReading makes the socket refuse new messages (shutdown).
@@ -384,54 +554,94 @@ func (c *conn) stopReading() { c.draining.Store(true) }
 
 // closeAfterQueue closes with code once the frames queued so far are written.
 func (c *conn) closeAfterQueue(code int, text, reason string) {
-	select {
-	case c.send <- outFrame{closeCode: code, closeText: text, closeReason: reason}:
-	default:
-		c.terminate(code, text, reason)
-	}
+	c.enqueue(outFrame{closeCode: code, closeText: text, closeReason: reason})
 }
 
-// abort closes the socket at once.
+// abort closes the socket at once: the deadline in the past fails a write
+// in progress, and the writer then closes the socket (taking it off the
+// poller first, which closing it here could not).
 func (c *conn) abort() {
 	c.terminate(websocket.CloseGoingAway, "server shutting down", "shutdown")
-	_ = c.ws.Close()
+	_ = c.netConn.SetDeadline(time.Now())
 }
 
+// ping runs on the pinger timer: it closes a socket whose client has been
+// silent too long, queues a ping and keeps the user's socket slot alive,
+// then re-arms itself.
+func (c *conn) ping() {
+	select {
+	case <-c.done:
+		return
+	default:
+	}
+	if c.polled && time.Since(time.Unix(0, c.lastSeen.Load())) > c.g.cfg.PongTimeout {
+		c.terminate(websocket.CloseGoingAway, "ping timeout", "pong_timeout")
+		return
+	}
+	c.enqueue(outFrame{ping: true})
+	c.refreshSlot()
+	c.pinger.Reset(c.g.cfg.PingInterval)
+}
+
+// writeLoop writes the queue in order and ends when it is empty; after
+// terminate it sends the close frame, closes the socket and drops what is
+// left.
 func (c *conn) writeLoop() {
-	defer close(c.writerDone)
-	ping := time.NewTicker(c.g.cfg.PingInterval)
-	defer ping.Stop()
 	for {
-		select {
-		case f := <-c.send:
-			if f.closeCode != 0 {
-				c.terminate(f.closeCode, f.closeText, f.closeReason)
-				continue
+		c.qmu.Lock()
+		if c.closing {
+			left := c.queue
+			c.queue = nil
+			c.qmu.Unlock()
+			for _, f := range left {
+				c.drop(f, "closed")
 			}
-			if err := c.write(f); err != nil {
-				c.drop(f, "write_error")
-				c.terminate(websocket.CloseAbnormalClosure, "", "write_error")
-				continue
-			}
-		case <-ping.C:
+			c.closeSocket()
+			return
+		}
+		if len(c.queue) == 0 {
+			c.queue = nil // an idle socket keeps no queue memory
+			c.writing = false
+			c.qmu.Unlock()
+			return
+		}
+		f := c.queue[0]
+		c.queue[0] = outFrame{}
+		c.queue = c.queue[1:]
+		c.qmu.Unlock()
+
+		switch {
+		case f.closeCode != 0:
+			c.terminate(f.closeCode, f.closeText, f.closeReason)
+		case f.ping:
 			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.g.cfg.WriteTimeout)); err != nil {
 				c.terminate(websocket.CloseAbnormalClosure, "", "write_error")
 			}
-			go c.refreshSlot()
-		case <-c.done:
-			if c.closeCode != websocket.CloseAbnormalClosure {
-				_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(c.closeCode, c.closeText), time.Now().Add(time.Second))
-			}
-			_ = c.ws.Close()
-			for {
-				select {
-				case f := <-c.send:
-					c.drop(f, "closed")
-				default:
-					return
-				}
+		default:
+			if err := c.write(f); err != nil {
+				c.drop(f, "write_error")
+				c.terminate(websocket.CloseAbnormalClosure, "", "write_error")
 			}
 		}
+	}
+}
+
+// closeSocket sends the close frame (unless the connection already failed)
+// and closes; it runs once, on the writer that found closing set.
+func (c *conn) closeSocket() {
+	if c.closeCode != websocket.CloseAbnormalClosure {
+		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(c.closeCode, c.closeText), time.Now().Add(time.Second))
+	}
+	c.qmu.Lock()
+	polled := c.polled
+	c.qmu.Unlock()
+	if polled {
+		c.g.poller.Remove(c.fd, c)
+	}
+	_ = c.ws.Close()
+	close(c.closed)
+	if polled {
+		c.finish() // no reader goroutine is waiting to do it
 	}
 }
 

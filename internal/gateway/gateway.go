@@ -5,6 +5,7 @@
 package gateway
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -32,6 +33,7 @@ import (
 	"github.com/chatrelay/chat/internal/history"
 	"github.com/chatrelay/chat/internal/ids"
 	"github.com/chatrelay/chat/internal/kafka"
+	"github.com/chatrelay/chat/internal/netpoll"
 	"github.com/chatrelay/chat/internal/ops"
 	"github.com/chatrelay/chat/internal/protocol"
 	"github.com/chatrelay/chat/internal/ratelimit"
@@ -55,6 +57,7 @@ type Gateway struct {
 	upgrader websocket.Upgrader
 	echo     *echo.Echo
 	ln       net.Listener
+	poller   *netpoll.Poller // nil: a reader goroutine per socket
 
 	// base outlives the listener: produce callbacks and socket writers use
 	// it until the drain is over.
@@ -109,14 +112,24 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 		return nil, err
 	}
 	g.upgrader = websocket.Upgrader{
-		ReadBufferSize:   1024,
-		WriteBufferSize:  1024,
+		// A socket keeps its read buffer for life: a small one, handed
+		// over at the hijack (see smallReader; ReadBufferSize 0 makes
+		// gorilla use it), since frames larger than the buffer are read
+		// past it. Write buffers come from a pool and are held only while
+		// a frame is written.
+		WriteBufferSize:  4096,
 		WriteBufferPool:  &sync.Pool{},
 		HandshakeTimeout: 10 * time.Second,
 		CheckOrigin:      g.checkOrigin,
 		Error: func(w http.ResponseWriter, _ *http.Request, status int, reason error) {
 			http.Error(w, http.StatusText(status), status)
 		},
+	}
+	if cfg.Netpoll {
+		// Without epoll (not Linux) every socket gets a reader goroutine.
+		if g.poller, err = netpoll.New(true); err != nil {
+			g.log.Warn("netpoll unavailable; one reader goroutine per socket", "error", err)
+		}
 	}
 	g.echo = g.routes()
 	g.ln, err = net.Listen("tcp", cfg.HTTPAddr)
@@ -197,6 +210,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 	<-marksDone
 	g.cancelBase()
 	g.closeClients()
+	if g.poller != nil {
+		_ = g.poller.Close()
+	}
 	return err
 }
 
@@ -303,8 +319,10 @@ func (g *Gateway) handleWS(c echo.Context) error {
 		g.m.limited.WithLabelValues(ratelimit.LimitUserSockets).Inc()
 		return g.refuse(c, "rate_limited", http.StatusTooManyRequests, "too many connections for this user", nil)
 	}
+	// The cleanup outlives the request: it must not hold the request's
+	// context (and with it the request and its span) for the socket's life.
 	releaseSocket := func() {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		rctx, cancel := context.WithTimeout(g.base, 2*time.Second)
 		defer cancel()
 		if err := g.lim.Sockets.Release(rctx, userID, connID); err != nil {
 			g.log.Warn("socket slot not released; it expires by itself", "error", err)
@@ -320,7 +338,8 @@ func (g *Gateway) handleWS(c echo.Context) error {
 		g.log.WarnContext(ctx, "connection refused: cannot subscribe", "error", err)
 		return c.JSON(http.StatusServiceUnavailable, map[string]string{"error": "temporarily unavailable"})
 	}
-	ws, err := g.upgrader.Upgrade(c.Response(), r, nil)
+	sr := &smallReader{ResponseWriter: c.Response()}
+	ws, err := g.upgrader.Upgrade(sr, r, nil)
 	if err != nil {
 		releaseSocket()
 		unsubscribe()
@@ -347,7 +366,7 @@ func (g *Gateway) handleWS(c echo.Context) error {
 		_ = ws.Close()
 		return nil
 	}
-	cn.serve(ws, func() {
+	cn.start(ws, sr.br, func() {
 		unsubscribe()
 		releaseSocket()
 		g.lim.Instance.Release()
@@ -392,4 +411,29 @@ func (g *Gateway) unregister(c *conn) {
 // frameLimits are the protocol limits from the configuration.
 func (g *Gateway) frameLimits() protocol.Limits {
 	return protocol.Limits{MaxContentBytes: g.cfg.MaxContentBytes}
+}
+
+// smallReader hands gorilla/websocket a small read buffer of our own at the
+// hijack instead of net/http's 4 KiB one, and keeps it: with the poller the
+// socket is read again only while the buffer is empty, which only its owner
+// can see.
+type smallReader struct {
+	http.ResponseWriter
+	br *bufio.Reader
+}
+
+// readBufferSize is each socket's read buffer; gorilla needs more than 256
+// bytes to take it, and a control frame (up to 131 bytes) must fit.
+const readBufferSize = 512
+
+func (s *smallReader) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	nc, brw, err := http.NewResponseController(s.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	if brw.Reader.Buffered() == 0 {
+		brw.Reader = bufio.NewReaderSize(nc, readBufferSize)
+	}
+	s.br = brw.Reader
+	return nc, brw, nil
 }
