@@ -54,7 +54,7 @@ type conn struct {
 	br       *bufio.Reader
 	netConn  net.Conn
 	fd       int
-	polled   bool
+	polled   atomic.Bool
 	reading  atomic.Bool
 	lastSeen atomic.Int64
 
@@ -152,7 +152,7 @@ func (c *conn) poll() bool {
 	if err := p.Add(fd, c); err != nil {
 		return false
 	}
-	c.polled = true
+	c.polled.Store(true)
 	return true
 }
 
@@ -574,7 +574,7 @@ func (c *conn) ping() {
 		return
 	default:
 	}
-	if c.polled && time.Since(time.Unix(0, c.lastSeen.Load())) > c.g.cfg.PongTimeout {
+	if c.polled.Load() && time.Since(time.Unix(0, c.lastSeen.Load())) > c.g.cfg.PongTimeout {
 		c.terminate(websocket.CloseGoingAway, "ping timeout", "pong_timeout")
 		return
 	}
@@ -632,9 +632,7 @@ func (c *conn) closeSocket() {
 	if c.closeCode != websocket.CloseAbnormalClosure {
 		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(c.closeCode, c.closeText), time.Now().Add(time.Second))
 	}
-	c.qmu.Lock()
-	polled := c.polled
-	c.qmu.Unlock()
+	polled := c.polled.Load()
 	if polled {
 		c.g.poller.Remove(c.fd, c)
 	}

@@ -1,0 +1,125 @@
+package netpoll
+
+import (
+	"net"
+	"testing"
+	"time"
+)
+
+type readyFunc func()
+
+func (f readyFunc) Ready() { f() }
+
+func tcpPair(t *testing.T) (client, server net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err = ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = client.Close(); _ = server.Close() })
+	return client, server
+}
+
+func expect(t *testing.T, ch <-chan struct{}, want bool, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+		if !want {
+			t.Fatalf("%s: reported, want not", what)
+		}
+	case <-time.After(300 * time.Millisecond):
+		if want {
+			t.Fatalf("%s: not reported", what)
+		}
+	}
+}
+
+func TestOneshot(t *testing.T) {
+	p, err := New(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	client, server := tcpPair(t)
+	fd, err := FD(server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan struct{}, 10)
+	h := readyFunc(func() { ready <- struct{}{} })
+	if err := p.Add(fd, &h); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, ready, false, "idle socket")
+
+	if _, err := client.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, ready, true, "data")
+	expect(t, ready, false, "unread data before Rearm (oneshot)")
+	if err := p.Rearm(fd); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, ready, true, "unread data after Rearm")
+	buf := make([]byte, 8)
+	if _, err := server.Read(buf); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Rearm(fd); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, ready, false, "everything read")
+
+	other := readyFunc(func() {})
+	p.Remove(fd, &other) // not its owner: no effect
+	if p.Len() != 1 {
+		t.Fatalf("Len %d after a stranger's Remove", p.Len())
+	}
+	p.Remove(fd, &h)
+	if p.Len() != 0 {
+		t.Fatalf("Len %d after Remove", p.Len())
+	}
+	if _, err := client.Write([]byte("y")); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, ready, false, "removed socket")
+}
+
+func TestLevelTriggeredAndHangUp(t *testing.T) {
+	p, err := New(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	client, server := tcpPair(t)
+	fd, err := FD(server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan struct{}, 1000)
+	h := readyFunc(func() { ready <- struct{}{} })
+	if err := p.Add(fd, &h); err != nil {
+		t.Fatal(err)
+	}
+	_ = client.Close() // a hang-up is reported like data
+	expect(t, ready, true, "hang-up")
+	expect(t, ready, true, "hang-up still pending (level-triggered)")
+}
+
+func TestFDNeedsASocket(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	if _, err := FD(a); err == nil {
+		t.Fatal("FD of a pipe end without a descriptor: want an error")
+	}
+}
