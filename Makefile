@@ -72,3 +72,11 @@ clean:
 loadtest: ## load generator (docs/performance.md): make loadtest ARGS="-url ws://127.0.0.1:8080 -users 1000 -rate 5000 -duration 60s"
 	$(GO) build -o $(BIN)/ ./services/loadgen
 	$(BIN)/loadgen $(ARGS)
+
+# Where `make perf` writes its results (summary.md, loadgen JSON, profiles).
+PERF_OUT ?= $(abspath $(BIN))/perf/$(shell date -u +%Y%m%d-%H%M%S)
+
+.PHONY: perf
+perf: deps ## performance scenarios on the multi-process topology: make perf SCENARIO=idle1|idle2|throughput|slow|overhead|all (comma list); PERF_* knobs in internal/perf/perf_test.go
+	@if [ -z "$(SCENARIO)" ]; then echo "make perf: set SCENARIO=idle1, idle2, throughput, slow, overhead, smoke or all (comma-separated)"; exit 2; fi
+	PERF_SCENARIO=$(SCENARIO) PERF_OUT=$(PERF_OUT) $(GO) test -count=1 -run TestPerf -timeout 60m -v ./internal/perf/
