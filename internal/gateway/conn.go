@@ -428,11 +428,10 @@ func (c *conn) replay(cursor string, explicit bool) {
 	defer cancel()
 	var entries []*envelope.Envelope
 	var err error
-	if !explicit {
-		cursor, err = c.g.history.Delivered(ctx, c.userID)
-	}
-	if err == nil {
+	if explicit {
 		entries, err = c.g.history.Since(ctx, c.userID, cursor, replayLimit)
+	} else {
+		entries, err = c.g.history.SinceDelivered(ctx, c.userID, replayLimit)
 	}
 	if err != nil {
 		// Live delivery goes on; what was missed stays in the history for

@@ -130,6 +130,63 @@ func (s *Store) Since(ctx context.Context, user, cursor string, limit int64) ([]
 	return out, nil
 }
 
+// sinceDeliveredScript reads the delivered marker and the answers after it
+// in one round trip: a connect without a resume cursor needs both, and
+// thousands of connects a second make the second trip count.
+var sinceDeliveredScript = redis.NewScript(`
+local c = redis.call('GET', KEYS[2])
+local start = '-'
+if c then start = '(' .. c end
+return redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', ARGV[1])
+`)
+
+// SinceDelivered is Since from the user's delivered marker (everything when
+// there is none).
+func (s *Store) SinceDelivered(ctx context.Context, user string, limit int64) ([]*envelope.Envelope, error) {
+	res, err := sinceDeliveredScript.Run(ctx, s.rdb, []string{streamKey(user), deliveredKey(user)}, limit).Slice()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil // nothing after the marker
+	}
+	if err != nil {
+		return nil, fmt.Errorf("history read for %s: %w", user, err)
+	}
+	var out []*envelope.Envelope
+	for _, item := range res {
+		m, ok := scriptXMessage(item)
+		if !ok {
+			continue
+		}
+		e := decode(m)
+		if e == nil || e.Type == envelope.TypeMessage {
+			continue
+		}
+		e.Cursor = m.ID
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// scriptXMessage is one XRANGE entry as a script returns it: [id, [field,
+// value, …]].
+func scriptXMessage(item any) (redis.XMessage, bool) {
+	pair, ok := item.([]any)
+	if !ok || len(pair) != 2 {
+		return redis.XMessage{}, false
+	}
+	id, ok := pair[0].(string)
+	if !ok {
+		return redis.XMessage{}, false
+	}
+	fields, _ := pair[1].([]any)
+	values := make(map[string]any, len(fields)/2)
+	for i := 0; i+1 < len(fields); i += 2 {
+		if k, ok := fields[i].(string); ok {
+			values[k] = fields[i+1]
+		}
+	}
+	return redis.XMessage{ID: id, Values: values}, true
+}
+
 // Recent returns the last n entries (questions and answers), oldest first,
 // for the model's conversation memory.
 func (s *Store) Recent(ctx context.Context, user string, n int64) ([]*envelope.Envelope, error) {

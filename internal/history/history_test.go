@@ -90,6 +90,31 @@ func TestHistory(t *testing.T) {
 		}
 	})
 
+	t.Run("since the delivered marker, in one round trip", func(t *testing.T) {
+		got, err := s.SinceDelivered(ctx, "u1", 100) // marker at cursors[3]
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 1 || got[0].ID != "r4" || got[0].Cursor != cursors[4] || got[0].Content != "answer 4" {
+			t.Fatalf("got %+v", got)
+		}
+		none, err := s.SinceDelivered(ctx, "nobody", 100)
+		if err != nil || len(none) != 0 {
+			t.Fatalf("unknown user: %v %+v", err, none)
+		}
+		if _, err := s.Append(ctx, answer("u3", 0)); err != nil {
+			t.Fatal(err)
+		}
+		all, err := s.SinceDelivered(ctx, "u3", 100) // no marker: everything
+		if err != nil || len(all) != 1 || all[0].ID != "r0" {
+			t.Fatalf("no marker: %v %+v", err, all)
+		}
+		capped, err := s.SinceDelivered(ctx, "u1", 0)
+		if err != nil || len(capped) != 0 {
+			t.Fatalf("limit 0 (COUNT 0): %v %+v", err, capped)
+		}
+	})
+
 	t.Run("the stream is capped", func(t *testing.T) {
 		small := New(rdb, Config{MaxLen: 10, TTL: time.Hour})
 		for i := 0; i < 300; i++ {
