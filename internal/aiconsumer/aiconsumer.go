@@ -126,7 +126,7 @@ func (s *Service) handle(ctx context.Context, rec *kgo.Record) error {
 	if v, ok := s.unsaved.Load(in.ID); ok {
 		out = v.(*envelope.Envelope)
 	} else {
-		stored, err := s.answers.Get(ctx, in.UserID, in.ID)
+		stored, recent, err := s.answers.GetWithRecent(ctx, in.UserID, in.ID, s.memoryEntries())
 		if err != nil {
 			return err
 		}
@@ -135,7 +135,7 @@ func (s *Service) handle(ctx context.Context, rec *kgo.Record) error {
 			s.log.InfoContext(ctx, "reusing the stored answer of a redelivered message", "message_id", in.ID, "response_id", stored.ID)
 			out = stored
 		} else {
-			if out, err = s.answer(ctx, in); err != nil {
+			if out, err = s.answer(ctx, in, recent); err != nil {
 				return err
 			}
 			s.unsaved.Store(in.ID, out)
@@ -165,11 +165,8 @@ func (s *Service) handle(ctx context.Context, rec *kgo.Record) error {
 // answer asks the model, with the user's recent history as context, and
 // builds the answer envelope; a permanent model failure becomes an error
 // answer for the user. Transient failures are returned for retry.
-func (s *Service) answer(ctx context.Context, in *envelope.Envelope) (*envelope.Envelope, error) {
-	memory, err := s.memory(ctx, in.UserID)
-	if err != nil {
-		return nil, err
-	}
+func (s *Service) answer(ctx context.Context, in *envelope.Envelope, recent []*envelope.Envelope) (*envelope.Envelope, error) {
+	memory := s.memory(recent)
 	out := &envelope.Envelope{
 		Type:          envelope.TypeResponse,
 		ID:            ids.New(),
@@ -242,16 +239,13 @@ func (s *Service) chunkProducer(ctx context.Context, out *envelope.Envelope) fun
 	}
 }
 
+// memoryEntries is how many history entries (questions and answers) the
+// conversation memory reads.
+func (s *Service) memoryEntries() int64 { return int64(2 * s.cfg.MemoryTurns) }
+
 // memory turns the user's recent history into conversation turns, newest
 // kept first within the character budget, so the chat is a conversation.
-func (s *Service) memory(ctx context.Context, user string) ([]llm.Message, error) {
-	if s.cfg.MemoryTurns == 0 {
-		return nil, nil
-	}
-	entries, err := s.history.Recent(ctx, user, int64(2*s.cfg.MemoryTurns))
-	if err != nil {
-		return nil, err
-	}
+func (s *Service) memory(entries []*envelope.Envelope) []llm.Message {
 	budget := s.cfg.MemoryChars
 	start := len(entries)
 	for i := len(entries) - 1; i >= 0; i-- {
@@ -273,7 +267,7 @@ func (s *Service) memory(ctx context.Context, user string) ([]llm.Message, error
 	for len(out) > 0 && out[0].Role != llm.RoleUser {
 		out = out[1:]
 	}
-	return out, nil
+	return out
 }
 
 // complete asks the model inside a GenAI client span.

@@ -42,6 +42,39 @@ func (a *Answers) Get(ctx context.Context, user, messageID string) (*envelope.En
 	return e, nil
 }
 
+// GetWithRecent is Get and Store.Recent(user, n) in one round trip, since a
+// message seen for the first time needs both; recent is not read (nil) when
+// n is 0 and is of no use when an answer is stored.
+func (a *Answers) GetWithRecent(ctx context.Context, user, messageID string, n int64) (*envelope.Envelope, []*envelope.Envelope, error) {
+	var get *redis.StringCmd
+	var recent *redis.XMessageSliceCmd
+	_, err := a.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		get = p.Get(ctx, answerKey(user, messageID))
+		if n > 0 {
+			recent = p.XRevRangeN(ctx, streamKey(user), "+", "-", n)
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, nil, fmt.Errorf("answer lookup: %w", err)
+	}
+	if b, err := get.Bytes(); err == nil {
+		if e, err := envelope.Unmarshal(b); err == nil {
+			return e, nil, nil
+		} // a corrupt entry is ignored: the model answers again
+	} else if !errors.Is(err, redis.Nil) {
+		return nil, nil, fmt.Errorf("answer lookup: %w", err)
+	}
+	if recent == nil {
+		return nil, nil, nil
+	}
+	msgs, err := recent.Result()
+	if err != nil {
+		return nil, nil, fmt.Errorf("history read for %s: %w", user, err)
+	}
+	return nil, oldestFirst(msgs), nil
+}
+
 // Put stores answer unless one is already there, and returns the answer that
 // wins: two consumers racing on one message end up producing the same one.
 func (a *Answers) Put(ctx context.Context, answer *envelope.Envelope) (*envelope.Envelope, error) {

@@ -194,6 +194,11 @@ func (s *Store) Recent(ctx context.Context, user string, n int64) ([]*envelope.E
 	if err != nil {
 		return nil, fmt.Errorf("history read for %s: %w", user, err)
 	}
+	return oldestFirst(msgs), nil
+}
+
+// oldestFirst decodes XREVRANGE entries into envelopes, oldest first.
+func oldestFirst(msgs []redis.XMessage) []*envelope.Envelope {
 	out := make([]*envelope.Envelope, 0, len(msgs))
 	for i := len(msgs) - 1; i >= 0; i-- {
 		if e := decode(msgs[i]); e != nil {
@@ -201,7 +206,7 @@ func (s *Store) Recent(ctx context.Context, user string, n int64) ([]*envelope.E
 			out = append(out, e)
 		}
 	}
-	return out, nil
+	return out
 }
 
 func decode(m redis.XMessage) *envelope.Envelope {

@@ -115,6 +115,36 @@ func TestHistory(t *testing.T) {
 		}
 	})
 
+	t.Run("answer lookup and recent history in one round trip", func(t *testing.T) {
+		a := NewAnswers(rdb, time.Hour)
+		stored, recent, err := a.GetWithRecent(ctx, "u1", "m-new", 4)
+		if err != nil || stored != nil {
+			t.Fatalf("no answer yet: %v %+v", err, stored)
+		}
+		want := []string{"question 3", "answer 3", "question 4", "answer 4"}
+		if len(recent) != len(want) {
+			t.Fatalf("recent %d entries, want %d", len(recent), len(want))
+		}
+		for i, e := range recent {
+			if e.Content != want[i] {
+				t.Fatalf("recent[%d] = %q, want %q", i, e.Content, want[i])
+			}
+		}
+		ans := answer("u1", 9)
+		ans.ReplyTo = "m-new"
+		if _, err := a.Put(ctx, ans); err != nil {
+			t.Fatal(err)
+		}
+		stored, recent, err = a.GetWithRecent(ctx, "u1", "m-new", 4)
+		if err != nil || stored == nil || stored.ID != ans.ID || recent != nil {
+			t.Fatalf("stored answer: %v %+v %d recent", err, stored, len(recent))
+		}
+		stored, recent, err = a.GetWithRecent(ctx, "u1", "m-other", 0)
+		if err != nil || stored != nil || recent != nil {
+			t.Fatalf("n=0 reads no history: %v %+v %+v", err, stored, recent)
+		}
+	})
+
 	t.Run("the stream is capped", func(t *testing.T) {
 		small := New(rdb, Config{MaxLen: 10, TTL: time.Hour})
 		for i := 0; i < 300; i++ {
