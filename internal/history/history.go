@@ -8,6 +8,7 @@
 package history
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -55,22 +56,44 @@ func New(rdb redis.UniversalClient, cfg Config) *Store { return &Store{rdb: rdb,
 
 // appendScript appends the question (if any) and the answer once per
 // response id: a redelivered answer gets back the cursor of its first
-// append, so a history never holds an answer twice.
+// append, so a history never holds an answer twice. Given a channel
+// (ARGV[5]) it then publishes ARGV[6] .. cursor .. ARGV[7] there — again
+// for a redelivered answer, whose first publish may not have happened.
 var appendScript = redis.NewScript(`
-local prev = redis.call('GET', KEYS[2])
-if prev then return prev end
-if ARGV[3] ~= '' then
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[3])
+local id = redis.call('GET', KEYS[2])
+if not id then
+  if ARGV[3] ~= '' then
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[3])
+  end
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('SET', KEYS[2], id, 'PX', ARGV[2])
 end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('SET', KEYS[2], id, 'PX', ARGV[2])
+if ARGV[5] then
+  redis.call('PUBLISH', ARGV[5], ARGV[6] .. id .. ARGV[7])
+end
 return id
 `)
 
 // Append stores answer (and the question it carries) in the user's history
 // and returns the answer's cursor.
 func (s *Store) Append(ctx context.Context, answer *envelope.Envelope) (string, error) {
+	return s.appendAndPublish(ctx, answer)
+}
+
+// AppendPublish is Append and then PUBLISH of payload on channel, with the
+// answer's cursor written where placeholder is, in one round trip: the
+// payload must carry the cursor, which only the append makes. placeholder
+// must occur in payload exactly once (a fresh random id does).
+func (s *Store) AppendPublish(ctx context.Context, answer *envelope.Envelope, channel string, payload []byte, placeholder string) (string, error) {
+	i := bytes.Index(payload, []byte(placeholder))
+	if placeholder == "" || i < 0 || bytes.Contains(payload[i+len(placeholder):], []byte(placeholder)) {
+		return "", fmt.Errorf("history append for %s: the payload must hold the cursor placeholder once", answer.UserID)
+	}
+	return s.appendAndPublish(ctx, answer, channel, string(payload[:i]), string(payload[i+len(placeholder):]))
+}
+
+func (s *Store) appendAndPublish(ctx context.Context, answer *envelope.Envelope, publish ...any) (string, error) {
 	question := ""
 	if answer.Question != "" {
 		q := &envelope.Envelope{
@@ -89,9 +112,9 @@ func (s *Store) Append(ctx context.Context, answer *envelope.Envelope) (string, 
 	if err != nil {
 		return "", err
 	}
+	args := append([]any{s.cfg.MaxLen, s.cfg.TTL.Milliseconds(), question, string(b)}, publish...)
 	id, err := appendScript.Run(ctx, s.rdb,
-		[]string{streamKey(answer.UserID), appendedKey(answer.UserID, answer.ID)},
-		s.cfg.MaxLen, s.cfg.TTL.Milliseconds(), question, string(b)).Text()
+		[]string{streamKey(answer.UserID), appendedKey(answer.UserID, answer.ID)}, args...).Text()
 	if err != nil {
 		return "", fmt.Errorf("history append for %s: %w", answer.UserID, err)
 	}

@@ -145,6 +145,36 @@ func TestHistory(t *testing.T) {
 		}
 	})
 
+	t.Run("append and publish in one round trip, again on redelivery", func(t *testing.T) {
+		sub := rdb.Subscribe(ctx, "test:u4")
+		defer sub.Close()
+		if _, err := sub.Receive(ctx); err != nil {
+			t.Fatal(err)
+		}
+		a := answer("u4", 0)
+		for i := range 2 {
+			cursor, err := s.AppendPublish(ctx, a, "test:u4", []byte(`{"cursor":"PLACEHOLDER","n":1}`), "PLACEHOLDER")
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := sub.ReceiveMessage(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := `{"cursor":"` + cursor + `","n":1}`; m.Payload != want {
+				t.Fatalf("publish %d: payload %s, want %s", i, m.Payload, want)
+			}
+		}
+		if got, _ := s.Since(ctx, "u4", "", 10); len(got) != 1 {
+			t.Fatalf("%d answers stored, want 1", len(got))
+		}
+		for _, bad := range []string{`{"cursor":"x"}`, `{"a":"PLACEHOLDER","b":"PLACEHOLDER"}`} {
+			if _, err := s.AppendPublish(ctx, answer("u4", 1), "test:u4", []byte(bad), "PLACEHOLDER"); err == nil {
+				t.Fatalf("payload %s: want an error", bad)
+			}
+		}
+	})
+
 	t.Run("the stream is capped", func(t *testing.T) {
 		small := New(rdb, Config{MaxLen: 10, TTL: time.Hour})
 		for i := 0; i < 300; i++ {

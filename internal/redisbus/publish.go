@@ -14,8 +14,7 @@ import (
 // written into the envelope so the delivering gateway continues the trace.
 // It returns once Redis accepted the command.
 func Publish(ctx context.Context, c redis.UniversalClient, e *envelope.Envelope) error {
-	otel.GetTextMapPropagator().Inject(ctx, envelope.Carrier{E: e})
-	b, err := envelope.Marshal(e)
+	b, err := Payload(ctx, e)
 	if err != nil {
 		return err
 	}
@@ -23,4 +22,11 @@ func Publish(ctx context.Context, c redis.UniversalClient, e *envelope.Envelope)
 		return fmt.Errorf("redis publish to %s: %w", e.UserID, err)
 	}
 	return nil
+}
+
+// Payload is what Publish sends for e: the envelope with the current trace
+// context written into it.
+func Payload(ctx context.Context, e *envelope.Envelope) ([]byte, error) {
+	otel.GetTextMapPropagator().Inject(ctx, envelope.Carrier{E: e})
+	return envelope.Marshal(e)
 }

@@ -13,10 +13,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/chatrelay/chat/internal/config"
 	"github.com/chatrelay/chat/internal/envelope"
 	"github.com/chatrelay/chat/internal/history"
+	"github.com/chatrelay/chat/internal/ids"
 	"github.com/chatrelay/chat/internal/kafka"
 	"github.com/chatrelay/chat/internal/ops"
 	"github.com/chatrelay/chat/internal/redisbus"
@@ -71,7 +76,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 	r := &Relay{cfg: cfg, log: log, rdb: rdb, history: history.New(rdb, cfg.History)}
 	r.publishSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Namespace: telemetry.Namespace, Subsystem: "redis", Name: "publish_seconds",
-		Help:    "Latency of publishing an answer to its user's Redis channel.",
+		Help:    "Latency of storing an answer in its user's history and publishing it on the user's Redis channel (one round trip).",
 		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
 	})
 	r.publishErrors = prometheus.NewCounter(prometheus.CounterOpts{
@@ -113,6 +118,8 @@ func (r *Relay) Run(ctx context.Context) error {
 // response id, so a redelivered record neither duplicates the history nor
 // changes the cursor clients de-duplicate on. A record that does not decode
 // is permanent (dead-lettered); a Redis failure is returned and retried.
+var tracer = otel.Tracer("github.com/chatrelay/chat/internal/relay")
+
 func (r *Relay) handle(ctx context.Context, rec *kgo.Record) error {
 	e, err := envelope.Unmarshal(rec.Value)
 	if err != nil {
@@ -130,15 +137,28 @@ func (r *Relay) handle(ctx context.Context, rec *kgo.Record) error {
 		}
 		return nil
 	}
-	cursor, err := r.history.Append(ctx, e)
+	// The answer is stored and published in one round trip; the published
+	// copy carries the cursor the append makes, written by Redis in place
+	// of a random placeholder.
+	// The producer span is the parent the delivering gateway continues.
+	channel := redisbus.UserChannel(e.UserID)
+	ctx, span := tracer.Start(ctx, "publish", trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
+		attribute.String("messaging.system", "redis"), attribute.String("messaging.operation.type", "publish"),
+		attribute.String("messaging.destination.name", channel), attribute.String("messaging.message.id", e.ID)))
+	defer span.End()
+	pub := *e
+	placeholder := ids.New()
+	pub.Cursor, pub.Question = placeholder, ""
+	payload, err := redisbus.Payload(ctx, &pub)
+	if err != nil {
+		return kafka.Permanent(fmt.Errorf("relay: %w", err))
+	}
+	start := time.Now()
+	cursor, err := r.history.AppendPublish(ctx, e, channel, payload, placeholder)
 	if err != nil {
 		r.publishErrors.Inc()
-		return err
-	}
-	e.Cursor, e.Question = cursor, ""
-	start := time.Now()
-	if err := redisbus.Publish(ctx, r.rdb, e); err != nil {
-		r.publishErrors.Inc()
+		span.RecordError(err)
+		span.SetStatus(codes.Error, "store and publish failed")
 		return err
 	}
 	r.publishSeconds.Observe(time.Since(start).Seconds())
