@@ -165,7 +165,7 @@ func (s *Service) handle(ctx context.Context, rec *kgo.Record) error {
 // answer asks the model, with the user's recent history as context, and
 // builds the answer envelope; a permanent model failure becomes an error
 // answer for the user. Transient failures are returned for retry.
-func (s *Service) answer(ctx context.Context, in *envelope.Envelope, recent []*envelope.Envelope) (*envelope.Envelope, error) {
+func (s *Service) answer(ctx context.Context, in *envelope.Envelope, recent []history.Turn) (*envelope.Envelope, error) {
 	memory := s.memory(recent)
 	out := &envelope.Envelope{
 		Type:          envelope.TypeResponse,
@@ -245,7 +245,7 @@ func (s *Service) memoryEntries() int64 { return int64(2 * s.cfg.MemoryTurns) }
 
 // memory turns the user's recent history into conversation turns, newest
 // kept first within the character budget, so the chat is a conversation.
-func (s *Service) memory(entries []*envelope.Envelope) []llm.Message {
+func (s *Service) memory(entries []history.Turn) []llm.Message {
 	budget := s.cfg.MemoryChars
 	start := len(entries)
 	for i := len(entries) - 1; i >= 0; i-- {

@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -145,6 +146,30 @@ func TestPipeline(t *testing.T) {
 		r, others := c.Expect(t, "response", wait)
 		if r.Content != "echo: retry me" || len(others) != 0 {
 			t.Fatalf("got %s after %+v", r.Raw, others)
+		}
+	})
+
+	t.Run("the model sees the conversation so far", func(t *testing.T) {
+		c := testinfra.DialChat(t, s.WSBase, testSecret, "memory-user")
+		for i, q := range []string{"my name is Ada", "what is my name?"} {
+			if err := c.Send(q, fmt.Sprintf("mem-%d", i)); err != nil {
+				t.Fatal(err)
+			}
+			c.Expect(t, "response", 15*time.Second)
+		}
+		// The first answer may reach the history a moment after the
+		// client sees it; the second question was sent after that.
+		reqs := s.OpenAI.RequestsFor("what is my name?")
+		if len(reqs) != 1 {
+			t.Fatalf("%d model requests for the second question", len(reqs))
+		}
+		var got []string
+		for _, m := range reqs[0].Messages {
+			got = append(got, m.Role+": "+m.Content)
+		}
+		want := []string{"user: my name is Ada", "assistant: echo: my name is Ada", "user: what is my name?"}
+		if len(got) < 4 || !slices.Equal(got[len(got)-3:], want) || reqs[0].Messages[0].Role != "system" {
+			t.Fatalf("model saw %q, want system prompt then %q", got, want)
 		}
 	})
 

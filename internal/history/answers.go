@@ -45,7 +45,7 @@ func (a *Answers) Get(ctx context.Context, user, messageID string) (*envelope.En
 // GetWithRecent is Get and Store.Recent(user, n) in one round trip, since a
 // message seen for the first time needs both; recent is not read (nil) when
 // n is 0 and is of no use when an answer is stored.
-func (a *Answers) GetWithRecent(ctx context.Context, user, messageID string, n int64) (*envelope.Envelope, []*envelope.Envelope, error) {
+func (a *Answers) GetWithRecent(ctx context.Context, user, messageID string, n int64) (*envelope.Envelope, []Turn, error) {
 	var get *redis.StringCmd
 	var recent *redis.XMessageSliceCmd
 	_, err := a.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -72,7 +72,7 @@ func (a *Answers) GetWithRecent(ctx context.Context, user, messageID string, n i
 	if err != nil {
 		return nil, nil, fmt.Errorf("history read for %s: %w", user, err)
 	}
-	return nil, oldestFirst(msgs), nil
+	return nil, turnsOldestFirst(msgs), nil
 }
 
 // Put stores answer unless one is already there, and returns the answer that

@@ -10,6 +10,7 @@ package history
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -218,6 +219,29 @@ func (s *Store) Recent(ctx context.Context, user string, n int64) ([]*envelope.E
 		return nil, fmt.Errorf("history read for %s: %w", user, err)
 	}
 	return oldestFirst(msgs), nil
+}
+
+// Turn is a history entry as the conversation memory needs it.
+type Turn struct {
+	Type    string `json:"type"`
+	Content string `json:"content"`
+}
+
+// turnsOldestFirst decodes XREVRANGE entries into turns, oldest first. Only
+// the type and the text are decoded: the memory reads ten turns or more for
+// every message, and whole envelopes made that a fifth of the ai-consumer's
+// CPU time.
+func turnsOldestFirst(msgs []redis.XMessage) []Turn {
+	out := make([]Turn, 0, len(msgs))
+	for i := len(msgs) - 1; i >= 0; i-- {
+		raw, _ := msgs[i].Values["e"].(string)
+		var t Turn
+		if err := json.Unmarshal([]byte(raw), &t); err != nil || t.Type == "" {
+			continue // not an entry this version wrote; the memory does without it
+		}
+		out = append(out, t)
+	}
+	return out
 }
 
 // oldestFirst decodes XREVRANGE entries into envelopes, oldest first.
