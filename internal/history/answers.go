@@ -42,16 +42,18 @@ func (a *Answers) Get(ctx context.Context, user, messageID string) (*envelope.En
 	return e, nil
 }
 
-// GetWithRecent is Get and Store.Recent(user, n) in one round trip, since a
-// message seen for the first time needs both; recent is not read (nil) when
-// n is 0 and is of no use when an answer is stored.
+// GetWithRecent returns the stored answer to messageID (or nil) and, when
+// there is none, the user's latest n history entries as turns, oldest
+// first: in one round trip, from the memory list, for a user with a history
+// (another one reads the stream: a history older than the list, or n above
+// MemoryEntries). recent is nil when n is 0 and when an answer is stored.
 func (a *Answers) GetWithRecent(ctx context.Context, user, messageID string, n int64) (*envelope.Envelope, []Turn, error) {
 	var get *redis.StringCmd
-	var recent *redis.XMessageSliceCmd
+	var list *redis.StringSliceCmd
 	_, err := a.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		get = p.Get(ctx, answerKey(user, messageID))
-		if n > 0 {
-			recent = p.XRevRangeN(ctx, streamKey(user), "+", "-", n)
+		if n > 0 && n <= MemoryEntries {
+			list = p.LRange(ctx, memoryKey(user), 0, n-1)
 		}
 		return nil
 	})
@@ -65,10 +67,25 @@ func (a *Answers) GetWithRecent(ctx context.Context, user, messageID string, n i
 	} else if !errors.Is(err, redis.Nil) {
 		return nil, nil, fmt.Errorf("answer lookup: %w", err)
 	}
-	if recent == nil {
+	if n <= 0 {
 		return nil, nil, nil
 	}
-	msgs, err := recent.Result()
+	if list != nil {
+		items, err := list.Result()
+		if err != nil {
+			return nil, nil, fmt.Errorf("memory read for %s: %w", user, err)
+		}
+		if len(items) > 0 {
+			turns := make([]Turn, 0, len(items))
+			for i := len(items) - 1; i >= 0; i-- {
+				if t, ok := parseTurn(items[i]); ok {
+					turns = append(turns, t)
+				}
+			}
+			return nil, turns, nil
+		}
+	}
+	msgs, err := a.rdb.XRevRangeN(ctx, streamKey(user), "+", "-", n).Result()
 	if err != nil {
 		return nil, nil, fmt.Errorf("history read for %s: %w", user, err)
 	}

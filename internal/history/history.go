@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -42,6 +43,7 @@ func (c Config) Validate() error {
 // Keys of a user.
 func streamKey(user string) string    { return "chat:{" + user + "}:history" }
 func deliveredKey(user string) string { return "chat:{" + user + "}:delivered" }
+func memoryKey(user string) string    { return "chat:{" + user + "}:memory" }
 func appendedKey(user, responseID string) string {
 	return "chat:{" + user + "}:appended:" + responseID
 }
@@ -57,24 +59,51 @@ func New(rdb redis.UniversalClient, cfg Config) *Store { return &Store{rdb: rdb,
 
 // appendScript appends the question (if any) and the answer once per
 // response id: a redelivered answer gets back the cursor of its first
-// append, so a history never holds an answer twice. Given a channel
-// (ARGV[5]) it then publishes ARGV[6] .. cursor .. ARGV[7] there — again
-// for a redelivered answer, whose first publish may not have happened.
+// append, so a history never holds an answer twice. The same turns go, in
+// compact form, to the front of the user's memory list (see Turn). Given a
+// channel (ARGV[8]) it then publishes ARGV[9] .. cursor .. ARGV[10] there —
+// again for a redelivered answer, whose first publish may not have happened.
 var appendScript = redis.NewScript(`
 local id = redis.call('GET', KEYS[2])
 if not id then
   if ARGV[3] ~= '' then
     redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[3])
+    redis.call('LPUSH', KEYS[3], ARGV[5])
   end
   id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[4])
+  redis.call('LPUSH', KEYS[3], ARGV[6])
+  redis.call('LTRIM', KEYS[3], 0, ARGV[7] - 1)
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('PEXPIRE', KEYS[3], ARGV[2])
   redis.call('SET', KEYS[2], id, 'PX', ARGV[2])
 end
-if ARGV[5] then
-  redis.call('PUBLISH', ARGV[5], ARGV[6] .. id .. ARGV[7])
+if ARGV[8] then
+  redis.call('PUBLISH', ARGV[8], ARGV[9] .. id .. ARGV[10])
 end
 return id
 `)
+
+// MemoryEntries is how many of a user's latest entries (questions and
+// answers) the memory list keeps: the ai-consumer's conversation memory
+// reads at most this many from it, more from the history stream.
+const MemoryEntries = 64
+
+// Turn is a history entry as the conversation memory needs it. Besides the
+// stream, each user has a list of their latest turns as "type\ncontent"
+// strings, newest first, which the ai-consumer reads for every message:
+// decoding twenty whole envelopes from the stream for each one was the
+// largest part of its CPU time.
+type Turn struct {
+	Type    string `json:"type"`
+	Content string `json:"content"`
+}
+
+func (t Turn) compact() string { return t.Type + "\n" + t.Content }
+
+func parseTurn(s string) (Turn, bool) {
+	typ, content, ok := strings.Cut(s, "\n")
+	return Turn{Type: typ, Content: content}, ok && typ != ""
+}
 
 // Append stores answer (and the question it carries) in the user's history
 // and returns the answer's cursor.
@@ -113,9 +142,11 @@ func (s *Store) appendAndPublish(ctx context.Context, answer *envelope.Envelope,
 	if err != nil {
 		return "", err
 	}
-	args := append([]any{s.cfg.MaxLen, s.cfg.TTL.Milliseconds(), question, string(b)}, publish...)
+	args := append([]any{s.cfg.MaxLen, s.cfg.TTL.Milliseconds(), question, string(b),
+		Turn{Type: envelope.TypeMessage, Content: answer.Question}.compact(),
+		Turn{Type: answer.Type, Content: answer.Content}.compact(), MemoryEntries}, publish...)
 	id, err := appendScript.Run(ctx, s.rdb,
-		[]string{streamKey(answer.UserID), appendedKey(answer.UserID, answer.ID)}, args...).Text()
+		[]string{streamKey(answer.UserID), appendedKey(answer.UserID, answer.ID), memoryKey(answer.UserID)}, args...).Text()
 	if err != nil {
 		return "", fmt.Errorf("history append for %s: %w", answer.UserID, err)
 	}
@@ -221,16 +252,9 @@ func (s *Store) Recent(ctx context.Context, user string, n int64) ([]*envelope.E
 	return oldestFirst(msgs), nil
 }
 
-// Turn is a history entry as the conversation memory needs it.
-type Turn struct {
-	Type    string `json:"type"`
-	Content string `json:"content"`
-}
-
-// turnsOldestFirst decodes XREVRANGE entries into turns, oldest first. Only
-// the type and the text are decoded: the memory reads ten turns or more for
-// every message, and whole envelopes made that a fifth of the ai-consumer's
-// CPU time.
+// turnsOldestFirst decodes XREVRANGE entries into turns, oldest first
+// (only the type and the text), for memories longer than the list keeps or
+// histories older than it.
 func turnsOldestFirst(msgs []redis.XMessage) []Turn {
 	out := make([]Turn, 0, len(msgs))
 	for i := len(msgs) - 1; i >= 0; i-- {

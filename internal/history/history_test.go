@@ -3,6 +3,7 @@ package history
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -142,6 +143,26 @@ func TestHistory(t *testing.T) {
 		stored, recent, err = a.GetWithRecent(ctx, "u1", "m-other", 0)
 		if err != nil || stored != nil || recent != nil {
 			t.Fatalf("n=0 reads no history: %v %+v %+v", err, stored, recent)
+		}
+		// A history older than the memory list (or a memory longer than
+		// it keeps) is read from the stream, with the same result.
+		_, viaList, err := a.GetWithRecent(ctx, "u1", "m-x", 6)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := rdb.Del(ctx, memoryKey("u1")).Err(); err != nil {
+			t.Fatal(err)
+		}
+		_, viaStream, err := a.GetWithRecent(ctx, "u1", "m-x", 6)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(viaList) != 6 || !slices.Equal(viaList, viaStream) {
+			t.Fatalf("memory list %+v, stream %+v", viaList, viaStream)
+		}
+		_, long, err := a.GetWithRecent(ctx, "u1", "m-x", MemoryEntries+1)
+		if err != nil || len(long) != 10 {
+			t.Fatalf("a memory longer than the list: %v, %d turns (the history holds 10)", err, len(long))
 		}
 	})
 
