@@ -9,10 +9,15 @@ import (
 
 // Kafka is the broker configuration shared by every service.
 type Kafka struct {
-	Bootstrap   string        `env:"KAFKA_BOOTSTRAP_SERVERS" envDefault:"localhost:9092"`
-	Partitions  int32         `env:"KAFKA_TOPIC_PARTITIONS" envDefault:"12"`
-	Replication int16         `env:"KAFKA_REPLICATION_FACTOR" envDefault:"1"`
-	Linger      time.Duration `env:"KAFKA_PRODUCER_LINGER" envDefault:"2ms"`
+	Bootstrap   string `env:"KAFKA_BOOTSTRAP_SERVERS" envDefault:"localhost:9092"`
+	Partitions  int32  `env:"KAFKA_TOPIC_PARTITIONS" envDefault:"12"`
+	Replication int16  `env:"KAFKA_REPLICATION_FACTOR" envDefault:"1"`
+	// Linger holds produced records back to batch them. 0: a chat message
+	// is latency-bound, and the client batches anyway while a produce
+	// request to the partition is in flight; 2 ms per hop measured as 2–15
+	// ms of the median at 50–500 msg/s with no CPU saved
+	// (docs/performance.md).
+	Linger time.Duration `env:"KAFKA_PRODUCER_LINGER" envDefault:"0s"`
 	// SessionTimeout is how long a consumer that died silently keeps its
 	// partitions before the group moves them.
 	SessionTimeout time.Duration `env:"KAFKA_SESSION_TIMEOUT" envDefault:"45s"`
