@@ -49,17 +49,7 @@ func TestSocketLiveness(t *testing.T) {
 				c := testinfra.DialChat(t, s.WSBase, testSecret, "live-silent-"+netpoll)
 				c.Conn.SetPingHandler(func(string) error { return nil }) // never answers
 				time.Sleep(1500 * time.Millisecond)                      // not reading: no pongs
-				_ = c.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-				for {
-					_, _, err := c.Conn.ReadMessage()
-					if err == nil {
-						continue
-					}
-					if !websocket.IsCloseError(err, websocket.CloseGoingAway) {
-						t.Fatalf("want close 1001 (ping timeout), got %v", err)
-					}
-					return
-				}
+				expectClose(t, c, websocket.CloseGoingAway)
 			})
 
 			t.Run("a client ping gets its pong", func(t *testing.T) {
@@ -106,17 +96,7 @@ func TestSocketLiveness(t *testing.T) {
 					if _, err := c.Conn.NetConn().Write(tc.frame); err != nil {
 						t.Fatal(err)
 					}
-					_ = c.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-					for {
-						_, _, err := c.Conn.ReadMessage()
-						if err == nil {
-							continue
-						}
-						if !websocket.IsCloseError(err, websocket.CloseProtocolError) {
-							t.Fatalf("want close 1002, got %v", err)
-						}
-						break
-					}
+					expectClose(t, c, websocket.CloseProtocolError)
 					// The server is fine for everyone else.
 					ok := testinfra.DialChat(t, s.WSBase, testSecret, "live-good-"+netpoll)
 					if err := ok.Send("hello", "g1"); err != nil {
@@ -126,5 +106,21 @@ func TestSocketLiveness(t *testing.T) {
 				})
 			}
 		})
+	}
+}
+
+// expectClose reads c (skipping frames) until the server closes it with code.
+func expectClose(t *testing.T, c *testinfra.ChatClient, code int) {
+	t.Helper()
+	_ = c.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		_, _, err := c.Conn.ReadMessage()
+		if err == nil {
+			continue
+		}
+		if !websocket.IsCloseError(err, code) {
+			t.Fatalf("want close %d, got %v", code, err)
+		}
+		return
 	}
 }

@@ -173,6 +173,12 @@ func (s *Store) Since(ctx context.Context, user, cursor string, limit int64) ([]
 	if err != nil {
 		return nil, fmt.Errorf("history read for %s: %w", user, err)
 	}
+	return answers(msgs), nil
+}
+
+// answers decodes the answers (responses and errors) among entries, each
+// with its Cursor set; questions and undecodable entries are left out.
+func answers(msgs []redis.XMessage) []*envelope.Envelope {
 	var out []*envelope.Envelope
 	for _, m := range msgs {
 		e := decode(m)
@@ -182,7 +188,7 @@ func (s *Store) Since(ctx context.Context, user, cursor string, limit int64) ([]
 		e.Cursor = m.ID
 		out = append(out, e)
 	}
-	return out, nil
+	return out
 }
 
 // sinceDeliveredScript reads the delivered marker and the answers after it
@@ -205,20 +211,13 @@ func (s *Store) SinceDelivered(ctx context.Context, user string, limit int64) ([
 	if err != nil {
 		return nil, fmt.Errorf("history read for %s: %w", user, err)
 	}
-	var out []*envelope.Envelope
+	msgs := make([]redis.XMessage, 0, len(res))
 	for _, item := range res {
-		m, ok := scriptXMessage(item)
-		if !ok {
-			continue
+		if m, ok := scriptXMessage(item); ok {
+			msgs = append(msgs, m)
 		}
-		e := decode(m)
-		if e == nil || e.Type == envelope.TypeMessage {
-			continue
-		}
-		e.Cursor = m.ID
-		out = append(out, e)
 	}
-	return out, nil
+	return answers(msgs), nil
 }
 
 // scriptXMessage is one XRANGE entry as a script returns it: [id, [field,

@@ -177,7 +177,8 @@ type wsConn struct {
 	rc syscall.RawConn
 	fd int
 	h  frameHandler
-	p  *poller // set while registered
+	p  *poller     // set while registered
+	pc *polledConn // its handler in the poller
 
 	wmu sync.Mutex
 

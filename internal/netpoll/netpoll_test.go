@@ -43,22 +43,39 @@ func expect(t *testing.T, ch <-chan struct{}, want bool, what string) {
 	}
 }
 
+// watched is a connected socket pair whose server end p watches; ready
+// gets a value for each Ready.
+type watched struct {
+	p              *Poller
+	client, server net.Conn
+	fd             int
+	h              *readyFunc
+	ready          chan struct{}
+}
+
+func watch(t *testing.T, oneshot bool) watched {
+	t.Helper()
+	p, err := New(oneshot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	w := watched{p: p, ready: make(chan struct{}, 1000)}
+	w.client, w.server = tcpPair(t)
+	if w.fd, err = FD(w.server); err != nil {
+		t.Fatal(err)
+	}
+	h := readyFunc(func() { w.ready <- struct{}{} })
+	w.h = &h
+	if err := p.Add(w.fd, w.h); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
 func TestOneshot(t *testing.T) {
-	p, err := New(true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	client, server := tcpPair(t)
-	fd, err := FD(server)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ready := make(chan struct{}, 10)
-	h := readyFunc(func() { ready <- struct{}{} })
-	if err := p.Add(fd, &h); err != nil {
-		t.Fatal(err)
-	}
+	w := watch(t, true)
+	p, client, server, fd, ready, h := w.p, w.client, w.server, w.fd, w.ready, w.h
 	expect(t, ready, false, "idle socket")
 
 	if _, err := client.Write([]byte("x")); err != nil {
@@ -84,7 +101,7 @@ func TestOneshot(t *testing.T) {
 	if p.Len() != 1 {
 		t.Fatalf("Len %d after a stranger's Remove", p.Len())
 	}
-	p.Remove(fd, &h)
+	p.Remove(fd, h)
 	if p.Len() != 0 {
 		t.Fatalf("Len %d after Remove", p.Len())
 	}
@@ -95,24 +112,10 @@ func TestOneshot(t *testing.T) {
 }
 
 func TestLevelTriggeredAndHangUp(t *testing.T) {
-	p, err := New(false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	client, server := tcpPair(t)
-	fd, err := FD(server)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ready := make(chan struct{}, 1000)
-	h := readyFunc(func() { ready <- struct{}{} })
-	if err := p.Add(fd, &h); err != nil {
-		t.Fatal(err)
-	}
-	_ = client.Close() // a hang-up is reported like data
-	expect(t, ready, true, "hang-up")
-	expect(t, ready, true, "hang-up still pending (level-triggered)")
+	w := watch(t, false)
+	_ = w.client.Close() // a hang-up is reported like data
+	expect(t, w.ready, true, "hang-up")
+	expect(t, w.ready, true, "hang-up still pending (level-triggered)")
 }
 
 func TestFDNeedsASocket(t *testing.T) {
