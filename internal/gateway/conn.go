@@ -102,15 +102,9 @@ func newConn(g *Gateway, userID string) *conn {
 	}
 }
 
-// start runs the socket on goroutines of its own and returns; cleanup runs
-// once the socket is closed. The user's channel is already subscribed:
-// answers published from now on are buffered while the history after the
-// client's cursor (or after what was last delivered to the user) is
-// replayed, so the hand-over has neither gap nor duplicate. Reading starts
-// after the replay: on the poller when there is one, else on a fresh
-// goroutine, so the stack that grew during the handshake and the replay is
-// not kept for the socket's life.
-func (c *conn) start(ws *websocket.Conn, br *bufio.Reader, cleanup func(), resume string) {
+// attach gives c its socket; it runs before c is registered, so a shutdown
+// that finds c (and closes it) finds it whole.
+func (c *conn) attach(ws *websocket.Conn, br *bufio.Reader, cleanup func()) {
 	c.ws, c.br, c.netConn, c.cleanup = ws, br, ws.NetConn(), cleanup
 	c.lastSeen.Store(time.Now().UnixNano())
 	ws.SetReadLimit(c.g.cfg.ReadLimit)
@@ -119,6 +113,17 @@ func (c *conn) start(ws *websocket.Conn, br *bufio.Reader, cleanup func(), resum
 		c.lastSeen.Store(time.Now().UnixNano())
 		return ws.SetReadDeadline(time.Now().Add(c.g.cfg.PongTimeout))
 	})
+}
+
+// start runs the attached socket on goroutines of its own and returns; the
+// cleanup runs once the socket is closed. The user's channel is already
+// subscribed: answers published from now on are buffered while the history
+// after the client's cursor (or after what was last delivered to the user)
+// is replayed, so the hand-over has neither gap nor duplicate. Reading
+// starts after the replay: on the poller when there is one, else on a fresh
+// goroutine, so the stack that grew during the handshake and the replay is
+// not kept for the socket's life.
+func (c *conn) start(resume string) {
 	// Sockets connected together are pinged spread over the interval, not
 	// all in the same instant.
 	c.pinger = time.AfterFunc(c.g.cfg.PingInterval/2+rand.N(c.g.cfg.PingInterval/2+1), c.ping)

@@ -358,6 +358,11 @@ func (g *Gateway) handleWS(c echo.Context) error {
 		return nil
 	}
 	g.m.connects.WithLabelValues("accepted").Inc()
+	cn.attach(ws, sr.br, func() {
+		unsubscribe()
+		releaseSocket()
+		g.lim.Instance.Release()
+	})
 	if !g.register(cn) {
 		g.lim.Instance.Release()
 		releaseSocket()
@@ -366,11 +371,7 @@ func (g *Gateway) handleWS(c echo.Context) error {
 		_ = ws.Close()
 		return nil
 	}
-	cn.start(ws, sr.br, func() {
-		unsubscribe()
-		releaseSocket()
-		g.lim.Instance.Release()
-	}, resume)
+	cn.start(resume)
 	return nil
 }
 
