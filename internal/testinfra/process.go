@@ -311,7 +311,9 @@ func tail(s string, n int) string {
 		return s
 	}
 	b := []byte(s[len(s)-n:])
-	if i := bytes.IndexByte(b, '\n'); i >= 0 {
+	// Start at a line, unless the only line break ends the text: a last
+	// line longer than n is shown cut rather than not at all.
+	if i := bytes.IndexByte(b, '\n'); i >= 0 && i < len(b)-1 {
 		b = b[i+1:]
 	}
 	return string(b)

@@ -124,3 +124,22 @@ func TestRedisStartFailureShowsLog(t *testing.T) {
 		t.Fatal("failed start left a process behind")
 	}
 }
+
+func TestTail(t *testing.T) {
+	long := strings.Repeat("x", 50) + "\n"
+	for _, tc := range []struct {
+		name, in string
+		n        int
+		want     string
+	}{
+		{"short text is kept", "a\nb\n", 10, "a\nb\n"},
+		{"starts at a line", "aaaa\nbb\ncc\n", 8, "bb\ncc\n"},
+		{"a last line longer than n is cut, not dropped", "a\n" + long, 10, long[len(long)-10:]},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tail(tc.in, tc.n); got != tc.want {
+				t.Fatalf("tail(%q, %d) = %q, want %q", tc.in, tc.n, got, tc.want)
+			}
+		})
+	}
+}
