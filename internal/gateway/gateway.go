@@ -358,15 +358,14 @@ func (g *Gateway) handleWS(c echo.Context) error {
 		return nil
 	}
 	g.m.connects.WithLabelValues("accepted").Inc()
-	cn.attach(ws, sr.br, func() {
+	cleanup := func() {
 		unsubscribe()
 		releaseSocket()
 		g.lim.Instance.Release()
-	})
+	}
+	cn.attach(ws, sr.br, cleanup)
 	if !g.register(cn) {
-		g.lim.Instance.Release()
-		releaseSocket()
-		unsubscribe()
+		cleanup()
 		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down"), time.Now().Add(time.Second))
 		_ = ws.Close()
 		return nil

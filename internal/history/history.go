@@ -241,16 +241,6 @@ func scriptXMessage(item any) (redis.XMessage, bool) {
 	return redis.XMessage{ID: id, Values: values}, true
 }
 
-// Recent returns the last n entries (questions and answers), oldest first,
-// for the model's conversation memory.
-func (s *Store) Recent(ctx context.Context, user string, n int64) ([]*envelope.Envelope, error) {
-	msgs, err := s.rdb.XRevRangeN(ctx, streamKey(user), "+", "-", n).Result()
-	if err != nil {
-		return nil, fmt.Errorf("history read for %s: %w", user, err)
-	}
-	return oldestFirst(msgs), nil
-}
-
 // turnsOldestFirst decodes XREVRANGE entries into turns, oldest first
 // (only the type and the text), for memories longer than the list keeps or
 // histories older than it.
@@ -263,18 +253,6 @@ func turnsOldestFirst(msgs []redis.XMessage) []Turn {
 			continue // not an entry this version wrote; the memory does without it
 		}
 		out = append(out, t)
-	}
-	return out
-}
-
-// oldestFirst decodes XREVRANGE entries into envelopes, oldest first.
-func oldestFirst(msgs []redis.XMessage) []*envelope.Envelope {
-	out := make([]*envelope.Envelope, 0, len(msgs))
-	for i := len(msgs) - 1; i >= 0; i-- {
-		if e := decode(msgs[i]); e != nil {
-			e.Cursor = msgs[i].ID
-			out = append(out, e)
-		}
 	}
 	return out
 }
@@ -328,18 +306,6 @@ func (s *Store) MarkDeliveredBatch(ctx context.Context, marks map[string]string)
 		return fmt.Errorf("mark delivered: %w", err)
 	}
 	return nil
-}
-
-// Delivered returns the user's delivered marker ("" when none).
-func (s *Store) Delivered(ctx context.Context, user string) (string, error) {
-	v, err := s.rdb.Get(ctx, deliveredKey(user)).Result()
-	if errors.Is(err, redis.Nil) {
-		return "", nil
-	}
-	if err != nil {
-		return "", fmt.Errorf("delivered marker for %s: %w", user, err)
-	}
-	return v, nil
 }
 
 // CompareCursors orders two stream ids (-1, 0, 1); "" sorts first.
