@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"testing"
 	"time"
 
@@ -35,6 +36,12 @@ type Frame struct {
 type ChatClient struct {
 	Conn   *websocket.Conn
 	UserID string
+
+	// skipped holds frames an Expect read past, oldest first; Next returns
+	// them before reading. Frames of one message may arrive in either
+	// order (the answer can overtake the ack, which waits for the broker's
+	// callback), so waiting for one must not lose the other.
+	skipped []Frame
 }
 
 // ChatURL builds the /ws URL for base (ws://host:port) with a fresh token.
@@ -101,6 +108,11 @@ func (c *ChatClient) SendRaw(data string) error {
 
 // Next reads one frame within timeout.
 func (c *ChatClient) Next(timeout time.Duration) (Frame, error) {
+	if len(c.skipped) > 0 {
+		f := c.skipped[0]
+		c.skipped = c.skipped[1:]
+		return f, nil
+	}
 	_ = c.Conn.SetReadDeadline(time.Now().Add(timeout))
 	_, data, err := c.Conn.ReadMessage()
 	if err != nil {
@@ -114,12 +126,24 @@ func (c *ChatClient) Next(timeout time.Duration) (Frame, error) {
 	return f, nil
 }
 
-// Expect reads frames until one of type typ arrives, failing the test on
-// timeout. Other frames are returned too, in order, for inspection.
+// Expect returns the first frame of type typ, failing the test on timeout.
+// The frames before it are returned too, in order, for inspection, and stay
+// unread: the next Next or Expect sees them.
 func (c *ChatClient) Expect(t testing.TB, typ string, timeout time.Duration) (Frame, []Frame) {
 	t.Helper()
+	// Frames skipped earlier come first; the ones skipped now stay for the
+	// next Next or Expect, in order.
+	for i, f := range c.skipped {
+		if f.Type == typ {
+			others := slices.Clone(c.skipped[:i])
+			c.skipped = slices.Delete(c.skipped, i, i+1)
+			return f, others
+		}
+	}
+	others := slices.Clone(c.skipped)
+	c.skipped = nil
+	defer func() { c.skipped = append(c.skipped, others...) }()
 	deadline := time.Now().Add(timeout)
-	var others []Frame
 	for {
 		left := time.Until(deadline)
 		if left <= 0 {
@@ -130,7 +154,7 @@ func (c *ChatClient) Expect(t testing.TB, typ string, timeout time.Duration) (Fr
 			t.Fatalf("%s: waiting for %q: %v (others: %+v)", c.UserID, typ, err, others)
 		}
 		if f.Type == typ {
-			return f, others
+			return f, slices.Clone(others)
 		}
 		others = append(others, f)
 	}
