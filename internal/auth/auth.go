@@ -7,6 +7,20 @@
 // equal the connection's userid. Several keys may be active at once, picked
 // by the token's kid, so keys can be rotated without refusing live clients.
 // Every refusal is an *Error with a bounded Reason for logs and metrics.
+//
+// A token is checked when a connection opens, but the connection outlives
+// that moment. Check returns a small Grant (the token's exp and the id of
+// the key that verified it) that the connection keeps instead of the token;
+// Valid says whether the grant still holds (Deadline: exp plus AUTH_LEEWAY,
+// as Verify counts it; Revoked: its key left the key set).
+//
+// Keys from AUTH_PUBLIC_KEY_FILE or AUTH_JWKS_FILE are re-read every
+// AUTH_KEYS_RELOAD_INTERVAL by Run, and on demand by Reload; the new set
+// replaces the old one whole, a file that does not load leaves the old keys
+// in use, and OnChange callbacks learn of every change so that connections
+// opened with a removed key can be closed. Secrets from AUTH_SECRET are read
+// once: removing one takes a restart (which closes that instance's
+// connections anyway; clients reconnect with a token of a remaining key).
 package auth
 
 import (
@@ -15,6 +29,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -64,17 +79,18 @@ type Error struct {
 func (e *Error) Error() string { return "token refused (" + e.Reason + "): " + e.Err.Error() }
 func (e *Error) Unwrap() error { return e.Err }
 
-// Verifier checks tokens of one algorithm against a set of keys.
+// Verifier checks tokens of one algorithm against a set of keys. The set
+// is swapped whole (Reload), so a check never sees half of an old set and
+// half of a new one.
 type Verifier struct {
-	method jwt.SigningMethod
-	// keys by kid; defaultKey (may be nil) serves tokens without a kid.
-	keys       map[string]any
-	defaultKey any
-	issuer     string
-	audience   []string
-	leeway     time.Duration
-	parser     *jwt.Parser
-	now        func() time.Time
+	method   jwt.SigningMethod
+	keys     atomic.Pointer[keySet]
+	issuer   string
+	audience []string
+	leeway   time.Duration
+	parser   *jwt.Parser
+	now      func() time.Time
+	reloader
 }
 
 // NewVerifier accepts only HS256 tokens signed with secret, with exp
@@ -84,41 +100,71 @@ func NewVerifier(secret []byte, leeway time.Duration) (*Verifier, error) {
 	if len(secret) < MinSecretBytes {
 		return nil, errors.New("AUTH_SECRET: must be at least 16 bytes")
 	}
-	return newVerifier(jwt.SigningMethodHS256, nil, secret, "", nil, leeway), nil
+	set, err := newKeySet(nil, secret)
+	if err != nil {
+		return nil, err
+	}
+	return newVerifier(jwt.SigningMethodHS256, set, "", nil, leeway), nil
 }
 
-func newVerifier(m jwt.SigningMethod, keys map[string]any, def any, iss string, aud []string, leeway time.Duration) *Verifier {
-	return &Verifier{
-		method: m, keys: keys, defaultKey: def, issuer: iss, audience: aud, leeway: leeway,
-		// Claims are checked in Verify, in a fixed order, so that each
+func newVerifier(m jwt.SigningMethod, keys *keySet, iss string, aud []string, leeway time.Duration) *Verifier {
+	v := &Verifier{
+		method: m, issuer: iss, audience: aud, leeway: leeway,
+		// Claims are checked in Check, in a fixed order, so that each
 		// refusal has one reason; the parser only checks the signature.
-		// The algorithm is checked in keyFunc rather than with
+		// The algorithm is checked in the key function rather than with
 		// WithValidMethods so that a wrong algorithm gets its own reason.
 		parser: jwt.NewParser(jwt.WithoutClaimsValidation()),
 		now:    time.Now,
 	}
+	v.keys.Store(keys)
+	return v
 }
 
 // Algorithm is the only algorithm the verifier accepts ("HS256", …).
 func (v *Verifier) Algorithm() string { return v.method.Alg() }
 
 // Verify checks that token is valid and was issued to userID. A refusal is
-// always an *Error.
+// always an *Error. It is Check for a caller that keeps nothing.
 func (v *Verifier) Verify(token, userID string) error {
+	_, err := v.Check(token, userID)
+	return err
+}
+
+// Check is Verify that also returns what an open connection must remember
+// to re-check its token later without keeping it: when it expires and which
+// key signed it (see Grant, Valid, Revoked).
+func (v *Verifier) Check(token, userID string) (Grant, error) {
 	if token == "" {
-		return &Error{ReasonMissing, errors.New("no token")}
+		return Grant{}, &Error{ReasonMissing, errors.New("no token")}
 	}
 	if !ValidUserID(userID) {
-		return &Error{ReasonUserID, errors.New("userid must be 1-64 characters of [A-Za-z0-9._:-]")}
+		return Grant{}, &Error{ReasonUserID, errors.New("userid must be 1-64 characters of [A-Za-z0-9._:-]")}
 	}
 	if len(token) > MaxTokenBytes {
-		return &Error{ReasonMalformed, fmt.Errorf("token longer than %d bytes", MaxTokenBytes)}
+		return Grant{}, &Error{ReasonMalformed, fmt.Errorf("token longer than %d bytes", MaxTokenBytes)}
 	}
+	// One snapshot of the key set for the whole check: the key the
+	// signature was verified with is the one the grant names, even if a
+	// reload swaps the set meanwhile.
+	set := v.keys.Load()
+	var used *key
 	var claims tokenClaims
-	if _, err := v.parser.ParseWithClaims(token, &claims, v.keyFunc); err != nil {
-		return &Error{reason(err), err}
+	_, err := v.parser.ParseWithClaims(token, &claims, func(t *jwt.Token) (any, error) {
+		k, err := v.pick(set, t)
+		if err != nil {
+			return nil, err
+		}
+		used = k
+		return k.material, nil
+	})
+	if err != nil {
+		return Grant{}, &Error{reason(err), err}
 	}
-	return v.checkClaims(&claims, userID)
+	if err := v.checkClaims(&claims, userID); err != nil {
+		return Grant{}, err
+	}
+	return Grant{Expires: unixTime(claims.Exp.sec), KeyID: used.id, fp: used.fp}, nil
 }
 
 // tokenClaims are the registered claims with exp, nbf and iat kept as float
@@ -181,7 +227,8 @@ var (
 	errCritical   = errors.New("critical header extensions are not supported")
 )
 
-func (v *Verifier) keyFunc(t *jwt.Token) (any, error) {
+// pick chooses the key of set that must have signed t.
+func (v *Verifier) pick(set *keySet, t *jwt.Token) (*key, error) {
 	// Pointer identity with the one configured method: "none", another
 	// HMAC size or an RSA/HMAC confusion can never get a key.
 	if t.Method != v.method {
@@ -195,23 +242,17 @@ func (v *Verifier) keyFunc(t *jwt.Token) (any, error) {
 	kidv, hasKID := t.Header["kid"]
 	// Without any kid'ed key (one plain secret, one PEM key) the kid is
 	// irrelevant: there is only one key to try.
-	if len(v.keys) == 0 {
-		if v.defaultKey == nil {
+	if len(set.byKID) == 0 || !hasKID {
+		if set.def == nil {
 			return nil, errUnknownKey
 		}
-		return v.defaultKey, nil
-	}
-	if !hasKID {
-		if v.defaultKey == nil {
-			return nil, errUnknownKey
-		}
-		return v.defaultKey, nil
+		return set.def, nil
 	}
 	kid, ok := kidv.(string)
 	if !ok {
 		return nil, errUnknownKey
 	}
-	if k, ok := v.keys[kid]; ok {
+	if k, ok := set.byKID[kid]; ok {
 		return k, nil
 	}
 	return nil, errUnknownKey

@@ -56,7 +56,20 @@ type Config struct {
 	// Audience, when set (comma-separated), must share a value with aud.
 	Audience []string      `env:"AUTH_AUDIENCE" envSeparator:","`
 	Leeway   time.Duration `env:"AUTH_LEEWAY" envDefault:"30s"`
+	// KeysReloadInterval is how often Verifier.Run re-reads
+	// AUTH_PUBLIC_KEY_FILE or AUTH_JWKS_FILE, so a key removed from the
+	// file stops being accepted (and its open connections can be closed)
+	// without a restart; 0 turns it off. AUTH_SECRET is read once.
+	KeysReloadInterval time.Duration `env:"AUTH_KEYS_RELOAD_INTERVAL" envDefault:"30s"`
 }
+
+// Bounds of AUTH_KEYS_RELOAD_INTERVAL (besides 0, off): reading a small file
+// more often than every second buys nothing, and a day is already slower
+// than any key removal should take.
+const (
+	MinKeysReloadInterval = time.Second
+	MaxKeysReloadInterval = 24 * time.Hour
+)
 
 // Validate checks the configuration, including that the key files load.
 // Errors name the environment variable and never hold a secret.
@@ -65,10 +78,14 @@ func (c Config) Validate() error {
 	return err
 }
 
-// NewVerifierFromConfig builds the verifier for c.
+// NewVerifierFromConfig builds the verifier for c. With RS256/ES256 its key
+// file can be re-read (Reload, Run); with HS256 the keys are fixed.
 func NewVerifierFromConfig(c Config) (*Verifier, error) {
 	if c.Leeway < 0 || c.Leeway > 10*time.Minute {
 		return nil, errors.New("AUTH_LEEWAY: must be between 0s and 10m")
+	}
+	if i := c.KeysReloadInterval; i != 0 && (i < MinKeysReloadInterval || i > MaxKeysReloadInterval) {
+		return nil, fmt.Errorf("AUTH_KEYS_RELOAD_INTERVAL: must be 0 (off) or between %s and %s", MinKeysReloadInterval, MaxKeysReloadInterval)
 	}
 	aud := make([]string, 0, len(c.Audience))
 	for _, a := range c.Audience {
@@ -76,63 +93,93 @@ func NewVerifierFromConfig(c Config) (*Verifier, error) {
 			aud = append(aud, a)
 		}
 	}
-	iss := strings.TrimSpace(c.Issuer)
-	switch strings.ToUpper(strings.TrimSpace(c.Algorithm)) {
-	case AlgHS256, "": // "" is a Config built in code: the default
+	m, load, fromFile, err := keySource(c)
+	if err != nil {
+		return nil, err
+	}
+	set, err := load()
+	if err != nil {
+		return nil, err
+	}
+	v := newVerifier(m, set, strings.TrimSpace(c.Issuer), aud, c.Leeway)
+	if fromFile {
+		v.load, v.interval = load, c.KeysReloadInterval
+	}
+	return v, nil
+}
 
+// keySource checks which keys c configures and returns the signing method
+// and the function that reads them, which may be called again to reload
+// (fromFile) or only once (AUTH_SECRET).
+func keySource(c Config) (m jwt.SigningMethod, load func() (*keySet, error), fromFile bool, err error) {
+	alg := strings.ToUpper(strings.TrimSpace(c.Algorithm))
+	switch alg {
+	case AlgHS256, "": // "" is a Config built in code: the default
 		if c.PublicKeyFile != "" || c.JWKSFile != "" {
-			return nil, errors.New("AUTH_PUBLIC_KEY_FILE/AUTH_JWKS_FILE: only for AUTH_ALGORITHM=RS256 or ES256; HS256 uses AUTH_SECRET")
+			return nil, nil, false, errors.New("AUTH_PUBLIC_KEY_FILE/AUTH_JWKS_FILE: only for AUTH_ALGORITHM=RS256 or ES256; HS256 uses AUTH_SECRET")
 		}
-		keys, plain, err := ParseSecrets(c.Secret)
-		if err != nil {
-			return nil, err
-		}
-		var def any // stays a nil interface without a plain secret
-		if plain != nil {
-			def = plain
-		}
-		return newVerifier(jwt.SigningMethodHS256, keys, def, iss, aud, c.Leeway), nil
+		return jwt.SigningMethodHS256, func() (*keySet, error) {
+			keys, plain, err := ParseSecrets(c.Secret)
+			if err != nil {
+				return nil, err
+			}
+			var def any // stays a nil interface without a plain secret
+			if plain != nil {
+				def = plain
+			}
+			return newKeySet(keys, def)
+		}, false, nil
 	case AlgRS256, AlgES256:
-		alg := strings.ToUpper(strings.TrimSpace(c.Algorithm))
-		if c.Secret != "" {
-			return nil, fmt.Errorf("AUTH_SECRET: must be empty with AUTH_ALGORITHM=%s (public keys come from AUTH_PUBLIC_KEY_FILE or AUTH_JWKS_FILE)", alg)
-		}
-		var (
-			keys map[string]any
-			def  any
-			err  error
-		)
-		switch {
-		case c.PublicKeyFile != "" && c.JWKSFile != "":
-			return nil, errors.New("AUTH_PUBLIC_KEY_FILE, AUTH_JWKS_FILE: set only one")
-		case c.PublicKeyFile != "":
-			def, err = loadPEMKey(c.PublicKeyFile, alg)
-		case c.JWKSFile != "":
-			keys, def, err = loadJWKS(c.JWKSFile, alg)
-		default:
-			return nil, fmt.Errorf("AUTH_PUBLIC_KEY_FILE or AUTH_JWKS_FILE: required with AUTH_ALGORITHM=%s", alg)
-		}
-		if err != nil {
-			return nil, err
-		}
-		m := jwt.SigningMethod(jwt.SigningMethodRS256)
+		m = jwt.SigningMethodRS256
 		if alg == AlgES256 {
 			m = jwt.SigningMethodES256
 		}
-		return newVerifier(m, keys, def, iss, aud, c.Leeway), nil
 	default:
-		return nil, fmt.Errorf("AUTH_ALGORITHM: %q is not HS256, RS256 or ES256", c.Algorithm)
+		return nil, nil, false, fmt.Errorf("AUTH_ALGORITHM: %q is not HS256, RS256 or ES256", c.Algorithm)
 	}
+	switch {
+	case c.Secret != "":
+		return nil, nil, false, fmt.Errorf("AUTH_SECRET: must be empty with AUTH_ALGORITHM=%s (public keys come from AUTH_PUBLIC_KEY_FILE or AUTH_JWKS_FILE)", alg)
+	case c.PublicKeyFile != "" && c.JWKSFile != "":
+		return nil, nil, false, errors.New("AUTH_PUBLIC_KEY_FILE, AUTH_JWKS_FILE: set only one")
+	case c.PublicKeyFile != "":
+		return m, func() (*keySet, error) {
+			k, err := loadPEMKey(c.PublicKeyFile, alg)
+			return fileKeys("AUTH_PUBLIC_KEY_FILE", nil, k, err)
+		}, true, nil
+	case c.JWKSFile != "":
+		return m, func() (*keySet, error) {
+			keys, def, err := loadJWKS(c.JWKSFile, alg)
+			return fileKeys("AUTH_JWKS_FILE", keys, def, err)
+		}, true, nil
+	}
+	return nil, nil, false, fmt.Errorf("AUTH_PUBLIC_KEY_FILE or AUTH_JWKS_FILE: required with AUTH_ALGORITHM=%s", alg)
+}
+
+// fileKeys makes the key set of what a key file loader returned; name is
+// the file's variable, for errors.
+func fileKeys(name string, byKID map[string]any, def any, err error) (*keySet, error) {
+	if err != nil {
+		return nil, err
+	}
+	set, err := newKeySet(byKID, def)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return set, nil
 }
 
 var kidPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
 // ParseSecrets splits AUTH_SECRET into secrets by kid and the plain secret
-// (nil when every entry has a kid). Errors never quote a secret.
+// (nil when every entry has a kid). Errors name an entry by its position and
+// quote nothing from the value: what parses as a kid may be the start of a
+// secret that contains a colon.
 func ParseSecrets(s string) (byKID map[string]any, plain []byte, err error) {
 	if strings.TrimSpace(s) == "" {
 		return nil, nil, errors.New("AUTH_SECRET: required with AUTH_ALGORITHM=HS256")
 	}
+	entryOf := map[string]int{} // kid → entry number, for duplicates
 	for i, entry := range strings.Split(s, ",") {
 		entry = strings.TrimSpace(entry)
 		n := i + 1
@@ -154,13 +201,14 @@ func ParseSecrets(s string) (byKID map[string]any, plain []byte, err error) {
 			return nil, nil, fmt.Errorf("AUTH_SECRET: entry %d: kid must be 1-64 characters of [A-Za-z0-9._-] (a plain secret cannot contain ':')", n)
 		}
 		if len(secret) < MinSecretBytes {
-			return nil, nil, fmt.Errorf("AUTH_SECRET: entry %d (kid %q): secret must be at least %d bytes", n, kid, MinSecretBytes)
+			return nil, nil, fmt.Errorf("AUTH_SECRET: entry %d: the secret after the kid must be at least %d bytes (a plain secret cannot contain ':')", n, MinSecretBytes)
 		}
+		if first, dup := entryOf[kid]; dup {
+			return nil, nil, fmt.Errorf("AUTH_SECRET: entries %d and %d have the same kid", first, n)
+		}
+		entryOf[kid] = n
 		if byKID == nil {
 			byKID = map[string]any{}
-		}
-		if _, dup := byKID[kid]; dup {
-			return nil, nil, fmt.Errorf("AUTH_SECRET: kid %q appears twice", kid)
 		}
 		byKID[kid] = []byte(secret)
 	}

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"log/slog"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -101,11 +102,16 @@ func jwkOf(t *testing.T, kid string, pub any) map[string]string {
 
 func jwksFile(t *testing.T, keys ...map[string]string) string {
 	t.Helper()
+	return writeFile(t, "jwks.json", jwksBytes(t, keys...))
+}
+
+func jwksBytes(t *testing.T, keys ...map[string]string) []byte {
+	t.Helper()
 	b, err := json.Marshal(map[string]any{"keys": keys})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return writeFile(t, "jwks.json", b)
+	return b
 }
 
 // tok signs claims with method/key and an optional kid (kid may be any JSON
@@ -146,6 +152,7 @@ func verifierFor(t *testing.T, c Config) *Verifier {
 		t.Fatalf("NewVerifierFromConfig: %v", err)
 	}
 	v.now = func() time.Time { return testNow }
+	v.SetLogger(slog.New(slog.DiscardHandler))
 	return v
 }
 
@@ -482,4 +489,28 @@ func TestReasonsBounded(t *testing.T) {
 		t.Fatalf("%d reasons", len(seen))
 	}
 	_ = errNoReasonAllowed
+}
+
+// TestSecretErrorsQuoteNothing: an AUTH_SECRET error names the entry by its
+// position, never by anything written in it. What looks like a kid may be
+// the start of a secret that contains a colon ("passphrase:2026" is a
+// plain secret to its author, and kid "passphrase" with a short secret to
+// the parser).
+func TestSecretErrorsQuoteNothing(t *testing.T) {
+	for _, value := range []string{
+		"Zq9xW2vPk7Lm:2026", // a passphrase with a colon: "kid" + short secret
+		"Zq9xW2vPk7Lm:Rt5yHn3bQw8eJk2s,Zq9xW2vPk7Lm:Uo1pAz6xCv4nMb7g", // the same prefix twice
+		"Rt5yHn3bQw8eJk2s,Zq9x W2vPk7Lm:Uo1pAz6xCv4nMb7g",             // a "kid" with a space
+		"Zq9xW2vPk7Lm", // a short plain secret
+	} {
+		_, err := NewVerifierFromConfig(Config{Secret: value})
+		if err == nil || !strings.Contains(err.Error(), "AUTH_SECRET") {
+			t.Fatalf("%q: want an AUTH_SECRET error, got %v", value, err)
+		}
+		for i := 0; i+6 <= len(value); i++ {
+			if w := value[i : i+6]; strings.Contains(err.Error(), w) {
+				t.Fatalf("%q: the error quotes %q from the value: %v", value, w, err)
+			}
+		}
+	}
 }

@@ -59,7 +59,11 @@ func fuzzVerifiers(t testing.TB) []fuzzVerifier {
 	}
 	plain := mk(Config{Secret: string(fuzzSecret), Leeway: fuzzLeeway})
 	rot := mk(Config{Secret: "k1:" + string(fuzzSecretK1) + ",k2:" + string(fuzzSecretK2), Issuer: "https://idp.example", Audience: []string{"chat"}, Leeway: fuzzLeeway})
-	ec := newVerifier(jwt.SigningMethodES256, nil, &fuzzECKey.PublicKey, "", nil, fuzzLeeway)
+	ecKeys, err := newKeySet(nil, &fuzzECKey.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ec := newVerifier(jwt.SigningMethodES256, ecKeys, "", nil, fuzzLeeway)
 	ec.now = func() time.Time { return fuzzNow }
 	return []fuzzVerifier{
 		{"HS256 plain", plain, "HS256", func(map[string]any) any { return fuzzSecret }},
