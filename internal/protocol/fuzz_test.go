@@ -9,6 +9,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/chatrelay/chat/internal/cursor"
 	"github.com/chatrelay/chat/internal/ids"
 )
 
@@ -90,7 +91,7 @@ func checkAccepted(t *testing.T, data []byte, userID string, lim Limits, fr Clie
 			t.Fatal("accepted a message with a cursor")
 		}
 	case TypeResume:
-		if !ValidCursor(fr.Cursor) || fr.Content != "" {
+		if !cursor.Valid(fr.Cursor) || fr.Content != "" {
 			t.Fatalf("accepted resume %+v", fr)
 		}
 	default:

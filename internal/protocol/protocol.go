@@ -20,6 +20,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/chatrelay/chat/internal/cursor"
 	"github.com/chatrelay/chat/internal/ids"
 )
 
@@ -135,7 +136,7 @@ func decodeClientFrame(data []byte, userID string, lim Limits) (ClientFrame, err
 		if f.UserID != userID {
 			return f, reject(ReasonUserMismatch, "userid does not match the connection")
 		}
-		if !ValidCursor(f.Cursor) {
+		if !cursor.Valid(f.Cursor) {
 			return f, reject(ReasonBadCursor, "cursor must be the cursor of an answer (digits-digits)")
 		}
 		if f.Content != "" {
@@ -171,21 +172,6 @@ func decodeClientFrame(data []byte, userID string, lim Limits) (ClientFrame, err
 		return f, reject(ReasonBadID, "id must be 1-64 characters of [A-Za-z0-9._:-]")
 	}
 	return f, nil
-}
-
-// ValidCursor reports whether c has the shape of a history cursor (a Redis
-// Stream entry id).
-func ValidCursor(c string) bool {
-	i := strings.IndexByte(c, '-')
-	if i < 1 || i > 20 || len(c)-i-1 < 1 || len(c)-i-1 > 20 {
-		return false
-	}
-	for j := 0; j < len(c); j++ {
-		if j != i && (c[j] < '0' || c[j] > '9') {
-			return false
-		}
-	}
-	return true
 }
 
 // jsonProblem describes a decode error without echoing client data back.
