@@ -71,7 +71,7 @@ func (f *fakePubSub) ReceiveTimeout(ctx context.Context, d time.Duration) (any, 
 }
 
 func (f *fakePubSub) Ping(context.Context, ...string) error { return nil }
-func (f *fakePubSub) Close() error                        { return nil }
+func (f *fakePubSub) Close() error                          { return nil }
 
 // confirm makes Redis answer the command waiting for ch.
 func (f *fakePubSub) confirm(ch string) {
@@ -266,7 +266,7 @@ type orderSink struct {
 }
 
 func (s *orderSink) Deliver(e *envelope.Envelope) { s.add(e.ID) }
-func (s *orderSink) Resync()                     { s.add("resync") }
+func (s *orderSink) Resync()                      { s.add("resync") }
 func (s *orderSink) add(ev string) {
 	s.mu.Lock()
 	s.events = append(s.events, ev)
