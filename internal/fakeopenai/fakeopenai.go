@@ -95,6 +95,7 @@ type Server struct {
 	failRetry     string
 	cutLeft       int
 	cutAfter      int
+	cutClean      bool
 	down          bool
 	hang          bool
 	unhang        chan struct{} // closed when SetHang(false) releases hung requests
@@ -255,9 +256,19 @@ func (s *Server) FailNext(n, status int, retryAfter string) {
 // CutNextStreams makes the next n streamed answers drop the connection after
 // afterChunks content chunks, without the finish chunk or [DONE], as when
 // the upstream dies mid-answer. n <= 0 cancels pending cuts.
-func (s *Server) CutNextStreams(n, afterChunks int) {
+func (s *Server) CutNextStreams(n, afterChunks int) { s.cutStreams(n, afterChunks, false) }
+
+// EndNextStreams makes the next n streamed answers stop after afterChunks
+// content chunks, without the finish chunk or [DONE], but with a proper end
+// of the HTTP response: the client reads a clean end of body, not a broken
+// connection, as behind a proxy that ends its own response when its
+// upstream dies mid-answer. It replaces pending CutNextStreams, and the
+// other way round; n <= 0 cancels pending ends.
+func (s *Server) EndNextStreams(n, afterChunks int) { s.cutStreams(n, afterChunks, true) }
+
+func (s *Server) cutStreams(n, afterChunks int, clean bool) {
 	s.mu.Lock()
-	s.cutLeft, s.cutAfter = max(n, 0), max(afterChunks, 0)
+	s.cutLeft, s.cutAfter, s.cutClean = max(n, 0), max(afterChunks, 0), clean
 	s.mu.Unlock()
 }
 
@@ -494,7 +505,8 @@ type faults struct {
 	responder     Responder
 	failStatus    int
 	failRetry     string
-	cutAfter      int // -1: do not cut
+	cutAfter      int  // -1: do not cut
+	cutClean      bool // end the response properly at the cut instead of dropping the connection
 	hang          bool
 	unhang        chan struct{}
 }
@@ -518,7 +530,7 @@ func (s *Server) take(stream bool) faults {
 	}
 	if stream && f.failStatus == 0 && s.cutLeft > 0 {
 		s.cutLeft--
-		f.cutAfter = s.cutAfter
+		f.cutAfter, f.cutClean = s.cutAfter, s.cutClean
 	}
 	return f
 }
@@ -776,7 +788,7 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, c completion
 	}
 	for i, p := range pieces {
 		if i == f.cutAfter {
-			dropConnection(w)
+			f.cut(w)
 			return
 		}
 		wait := f.betweenTokens
@@ -790,7 +802,7 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, c completion
 	if f.cutAfter >= 0 && f.cutAfter >= len(pieces) {
 		// Cut after the last content chunk: the answer looks complete
 		// but never finishes, the hardest case for a consumer.
-		dropConnection(w)
+		f.cut(w)
 		return
 	}
 	if !chunk(&chunkDelta{}, &finish, nil) || (includeUsage && !chunk(nil, nil, &c.usage)) {
@@ -801,6 +813,15 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, c completion
 	s.completed.Add(1)
 	if _, err := io.WriteString(w, "data: [DONE]\n\n"); err != nil || rc.Flush() != nil {
 		s.completed.Add(-1)
+	}
+}
+
+// cut ends a stream at a cut: returning from the handler makes net/http end
+// the response properly (the terminating chunk), so the client sees a clean
+// end of body; dropping the connection makes it see a broken one.
+func (f faults) cut(w http.ResponseWriter) {
+	if !f.cutClean {
+		dropConnection(w)
 	}
 }
 

@@ -262,33 +262,53 @@ func TestStreamDelays(t *testing.T) {
 	}
 }
 
+// TestCutStream: a cut stream stops after the pieces asked for, without
+// the finish chunk and [DONE]; the next stream is whole. A dropped
+// connection is a read error for go-openai; a properly ended response is
+// io.EOF, exactly as after [DONE], so a client must tell the two apart by
+// what it did not receive.
 func TestCutStream(t *testing.T) {
-	s := Start(t)
-	s.CutNextStreams(1, 2)
-	req := openai.ChatCompletionRequest{Model: "m", Stream: true, Messages: []openai.ChatCompletionMessage{user("one two three four")}}
+	for _, tc := range []struct {
+		name    string
+		cut     func(s *Server)
+		readErr bool
+	}{
+		{"connection dropped", func(s *Server) { s.CutNextStreams(1, 2) }, true},
+		{"response ended", func(s *Server) { s.EndNextStreams(1, 2) }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := Start(t)
+			tc.cut(s)
+			req := openai.ChatCompletionRequest{Model: "m", Stream: true, Messages: []openai.ChatCompletionMessage{user("one two three four")}}
+			stream, err := s.Client().CreateChatCompletionStream(ctxT(t, 10*time.Second), req)
+			if err != nil {
+				t.Fatalf("stream: %v", err)
+			}
+			chunks, err := streamAll(t, stream)
+			if (err != nil) != tc.readErr {
+				t.Fatalf("read error %v, want one: %v", err, tc.readErr)
+			}
+			if got := content(chunks); got != "echo: one " {
+				t.Errorf("before the cut got %q, want the first two pieces", got)
+			}
+			for _, c := range chunks {
+				if len(c.Choices) > 0 && c.Choices[0].FinishReason != "" {
+					t.Errorf("a cut stream sent finish_reason %q", c.Choices[0].FinishReason)
+				}
+			}
 
-	stream, err := s.Client().CreateChatCompletionStream(ctxT(t, 10*time.Second), req)
-	if err != nil {
-		t.Fatalf("stream: %v", err)
-	}
-	chunks, err := streamAll(t, stream)
-	if err == nil {
-		t.Fatalf("cut stream ended cleanly with %q", content(chunks))
-	}
-	if got := content(chunks); got != "echo: one " {
-		t.Errorf("before the cut got %q, want the first two pieces", got)
-	}
-
-	stream, err = s.Client().CreateChatCompletionStream(ctxT(t, 10*time.Second), req)
-	if err != nil {
-		t.Fatalf("stream after cut: %v", err)
-	}
-	chunks, err = streamAll(t, stream)
-	if err != nil || content(chunks) != "echo: one two three four" {
-		t.Fatalf("stream after the cut = %q, %v", content(chunks), err)
-	}
-	if s.Requests() != 2 || s.Completed() != 1 {
-		t.Errorf("Requests() = %d, Completed() = %d; want 2, 1", s.Requests(), s.Completed())
+			stream, err = s.Client().CreateChatCompletionStream(ctxT(t, 10*time.Second), req)
+			if err != nil {
+				t.Fatalf("stream after cut: %v", err)
+			}
+			chunks, err = streamAll(t, stream)
+			if err != nil || content(chunks) != "echo: one two three four" {
+				t.Fatalf("stream after the cut = %q, %v", content(chunks), err)
+			}
+			if s.Requests() != 2 || s.Completed() != 1 {
+				t.Errorf("Requests() = %d, Completed() = %d; want 2, 1", s.Requests(), s.Completed())
+			}
+		})
 	}
 }
 

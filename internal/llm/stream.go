@@ -16,8 +16,25 @@ type Streamer interface {
 	Stream(ctx context.Context, req Request, onDelta func(delta string)) (Response, error)
 }
 
+// errStreamCut is a stream that ended before the model finished its answer.
+// It wraps io.ErrUnexpectedEOF, what a connection dropped mid-body gives, so
+// it is transient and retried like one.
+var errStreamCut = fmt.Errorf("openai: the stream ended before the answer was finished (no finish_reason): %w", io.ErrUnexpectedEOF)
+
 // Stream calls the streaming chat completions API; onDelta gets each piece
 // of text as it arrives, and the whole answer is returned at the end.
+//
+// An answer is whole only if the model said it finished (a finish_reason).
+// go-openai returns the same io.EOF for "data: [DONE]" and for a body that
+// just ends (a proxy closing its response cleanly when its upstream died,
+// an HTTP/1.0-style body ended by close), so io.EOF alone proves nothing.
+// finish_reason rather than [DONE], because it is in the data go-openai
+// decodes (no second parser of the SSE bytes, and no wrapping of a
+// transport a caller may replace), it is required on the last choice chunk
+// by the API, and it is what "the answer is complete" means; whereas [DONE]
+// is left out by some compatible servers (the official SDKs tolerate that).
+// What finish_reason cannot see is a cut after it and before the usage
+// chunk: the text is whole then, only its token count is missing.
 func (o *OpenAI) Stream(ctx context.Context, req Request, onDelta func(string)) (Response, error) {
 	msgs := make([]openai.ChatCompletionMessage, 0, len(req.Messages))
 	for _, m := range req.Messages {
@@ -33,6 +50,7 @@ func (o *OpenAI) Stream(ctx context.Context, req Request, onDelta func(string)) 
 	defer st.Close()
 	var b strings.Builder
 	resp := Response{Model: o.model}
+	finished := false
 	for {
 		chunk, err := st.Recv()
 		if errors.Is(err, io.EOF) {
@@ -52,7 +70,11 @@ func (o *OpenAI) Stream(ctx context.Context, req Request, onDelta func(string)) 
 				b.WriteString(d)
 				onDelta(d)
 			}
+			finished = finished || c.FinishReason != ""
 		}
+	}
+	if !finished {
+		return Response{}, errStreamCut
 	}
 	resp.Content = b.String()
 	return resp, nil
