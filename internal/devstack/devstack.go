@@ -1,7 +1,9 @@
 // Package devstack runs the whole chat system in one process for local
-// development: the three services, wired exactly as in production, on an
-// embedded Kafka broker (franz-go's kfake) and an in-process Redis
-// (miniredis) unless KAFKA_BOOTSTRAP_SERVERS / REDIS_URL point at real ones.
+// development: the three services, built by process.Build exactly as the
+// binaries build them, on an embedded Kafka broker (franz-go's kfake) and an
+// in-process Redis (miniredis) unless KAFKA_BOOTSTRAP_SERVERS / REDIS_URL
+// point at real ones. Its settings reach the services through the
+// environment map it passes, never through os.Setenv.
 package devstack
 
 import (
@@ -13,21 +15,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/twmb/franz-go/pkg/kfake"
 
-	"github.com/chatrelay/chat/internal/aiconsumer"
 	"github.com/chatrelay/chat/internal/auth"
 	"github.com/chatrelay/chat/internal/config"
-	"github.com/chatrelay/chat/internal/gateway"
-	"github.com/chatrelay/chat/internal/ops"
 	"github.com/chatrelay/chat/internal/process"
-	"github.com/chatrelay/chat/internal/relay"
-	"github.com/chatrelay/chat/internal/telemetry"
 	"github.com/chatrelay/chat/internal/webui"
 )
 
@@ -45,94 +41,79 @@ type Config struct {
 // Run starts everything and blocks until ctx ends. out receives the
 // human-readable banner with a ready-to-use URL.
 func Run(ctx context.Context, out io.Writer) error {
+	env := process.Environ()
 	var dev Config
-	if err := config.Load(&dev); err != nil {
+	if err := config.LoadFrom(&dev, env); err != nil {
 		return err
 	}
 	var opsCfg config.Ops
-	if err := config.Load(&opsCfg); err != nil {
+	if err := config.LoadFrom(&opsCfg, env); err != nil {
 		return err
 	}
 	tel, err := process.NewTelemetry(ctx, "devstack", opsCfg.LogLevel)
 	if err != nil {
 		return err
 	}
-	level, _ := telemetry.ParseLevel(opsCfg.LogLevel)
-	logger := func(service string) *slog.Logger { return telemetry.NewLogger(os.Stdout, service, level) }
-
-	// Embedded servers only where no real one is configured; the services
-	// then read the same variables as in production.
-	var closers []func()
-	defer func() {
-		for i := len(closers) - 1; i >= 0; i-- {
-			closers[i]()
-		}
-	}()
-	if os.Getenv("KAFKA_BOOTSTRAP_SERVERS") == "" {
-		addr, stop, err := startKafka(dev.KafkaAddr)
-		if err != nil {
-			return err
-		}
-		closers = append(closers, stop)
-		setenv("KAFKA_BOOTSTRAP_SERVERS", addr)
-		setenvDefault("KAFKA_TOPIC_PARTITIONS", "4")
-		tel.Log.Info("embedded kafka broker (kfake) started", "addr", addr)
-	}
-	if os.Getenv("REDIS_URL") == "" {
-		m := miniredis.NewMiniRedis()
-		if err := m.StartAddr(dev.RedisAddr); err != nil {
-			return fmt.Errorf("DEV_REDIS_ADDR: embedded redis: %w", err)
-		}
-		closers = append(closers, m.Close)
-		setenv("REDIS_URL", "redis://"+m.Addr()+"/0")
-		tel.Log.Info("embedded redis (miniredis) started", "addr", m.Addr())
-	}
-	generatedSecret := false
-	if os.Getenv("AUTH_SECRET") == "" {
-		b := make([]byte, 32)
-		_, _ = rand.Read(b)
-		setenv("AUTH_SECRET", hex.EncodeToString(b))
-		generatedSecret = true
-	}
-	if os.Getenv("OPENAI_API_KEY") == "" {
-		setenvDefault("LLM_OFFLINE", "true")
-	}
-	setenvDefault("INSTANCE_ID", "dev")
-
-	var gwCfg gateway.Config
-	var aiCfg aiconsumer.Config
-	var relayCfg relay.Config
-	for _, c := range []any{&gwCfg, &aiCfg, &relayCfg} {
-		if err := config.Load(c); err != nil {
-			return err
-		}
-	}
-	tel.Log.Info("configuration", config.LogValue(&gwCfg)...)
-
-	gw, err := gateway.New(ctx, gwCfg, logger("websocket-server"), telemetry.ServiceRegisterer(tel.Registry, "websocket-server"))
+	stop, generatedSecret, err := prepare(env, dev, tel.Log)
+	defer stop()
 	if err != nil {
 		return err
 	}
+	s, err := process.Build(ctx, process.Options{Name: "devstack", Env: env, Services: process.All(), Telemetry: tel})
+	if err != nil {
+		return err
+	}
+	gw, gwCfg := s.Gateways[0], s.GatewayConfigs[0]
 	// Dev only: the chat page's "Dev sign-in" mints tokens here.
 	gw.Handle(http.MethodGet, "/dev/token", webui.DevTokenHandler(func(u string) (string, error) {
 		return auth.MintFromConfig(gwCfg.Auth, u, 24*time.Hour)
 	}))
-	ai, err := aiconsumer.New(ctx, aiCfg, aiconsumer.NewModel(aiCfg), logger("ai-consumer"), telemetry.ServiceRegisterer(tel.Registry, "ai-consumer"))
-	if err != nil {
-		return err
-	}
-	rl, err := relay.New(ctx, relayCfg, logger("message-relay"), telemetry.ServiceRegisterer(tel.Registry, "message-relay"))
-	if err != nil {
-		return err
-	}
-	opsSrv := &ops.Server{Addr: opsCfg.Addr, Gatherer: tel.Registry, Log: tel.Log}
-	for _, s := range []process.Service{gw, ai, rl} {
-		for name, c := range s.Checks() {
-			opsSrv.AddCheck(name, c)
+	printBanner(out, gw.Addr(), dev.DemoUser, gwCfg.Auth, generatedSecret, s.AIConfig.Offline)
+	return s.Run(ctx)
+}
+
+// prepare adds to env what make run needs beyond the services' defaults:
+// an embedded broker and Redis where no real one is configured (the
+// services then read the same variables as in production), a random
+// AUTH_SECRET, the offline model without an OPENAI_API_KEY, and a fixed
+// instance name. stop closes the embedded servers; it is never nil.
+func prepare(env map[string]string, dev Config, log *slog.Logger) (stop func(), generatedSecret bool, err error) {
+	var closers []func()
+	stop = func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
 		}
 	}
-	printBanner(out, gw.Addr(), dev.DemoUser, gwCfg.Auth, generatedSecret, aiCfg.Offline)
-	return process.Run(ctx, tel, opsSrv, opsCfg.ShutdownTimeout, gw, ai, rl)
+	if env["KAFKA_BOOTSTRAP_SERVERS"] == "" {
+		addr, closeKafka, err := startKafka(dev.KafkaAddr)
+		if err != nil {
+			return stop, false, err
+		}
+		closers = append(closers, closeKafka)
+		env["KAFKA_BOOTSTRAP_SERVERS"] = addr
+		setDefault(env, "KAFKA_TOPIC_PARTITIONS", "4")
+		log.Info("embedded kafka broker (kfake) started", "addr", addr)
+	}
+	if env["REDIS_URL"] == "" {
+		m := miniredis.NewMiniRedis()
+		if err := m.StartAddr(dev.RedisAddr); err != nil {
+			return stop, false, fmt.Errorf("DEV_REDIS_ADDR: embedded redis: %w", err)
+		}
+		closers = append(closers, m.Close)
+		env["REDIS_URL"] = "redis://" + m.Addr() + "/0"
+		log.Info("embedded redis (miniredis) started", "addr", m.Addr())
+	}
+	if env["AUTH_SECRET"] == "" {
+		b := make([]byte, 32)
+		_, _ = rand.Read(b)
+		env["AUTH_SECRET"] = hex.EncodeToString(b)
+		generatedSecret = true
+	}
+	if env["OPENAI_API_KEY"] == "" {
+		setDefault(env, "LLM_OFFLINE", "true")
+	}
+	setDefault(env, "INSTANCE_ID", "dev")
+	return stop, generatedSecret, nil
 }
 
 func startKafka(addr string) (string, func(), error) {
@@ -182,10 +163,10 @@ func printBanner(out io.Writer, addr, user string, ac auth.Config, generated, of
 	fmt.Fprintln(out)
 }
 
-func setenv(k, v string) { _ = os.Setenv(k, v) }
-
-func setenvDefault(k, v string) {
-	if os.Getenv(k) == "" {
-		_ = os.Setenv(k, v)
+// setDefault sets key unless it has a value; an empty value counts as
+// unset, as it does for the services' envDefault tags.
+func setDefault(env map[string]string, key, value string) {
+	if env[key] == "" {
+		env[key] = value
 	}
 }

@@ -4,18 +4,10 @@ package main
 
 import (
 	"context"
-	"log/slog"
 
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/chatrelay/chat/internal/aiconsumer"
 	"github.com/chatrelay/chat/internal/process"
 )
 
-func main() { process.Main("ai-consumer", run) }
+func main() { process.Main(process.AIConsumer, run) }
 
-func run(ctx context.Context) error {
-	return process.Start(ctx, "ai-consumer", func(ctx context.Context, cfg *aiconsumer.Config, log *slog.Logger, reg prometheus.Registerer) (process.Service, error) {
-		return aiconsumer.New(ctx, *cfg, aiconsumer.NewModel(*cfg), log, reg)
-	})
-}
+func run(ctx context.Context) error { return process.Start(ctx, process.AIConsumer) }

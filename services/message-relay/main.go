@@ -4,18 +4,10 @@ package main
 
 import (
 	"context"
-	"log/slog"
-
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/chatrelay/chat/internal/process"
-	"github.com/chatrelay/chat/internal/relay"
 )
 
-func main() { process.Main("message-relay", run) }
+func main() { process.Main(process.Relay, run) }
 
-func run(ctx context.Context) error {
-	return process.Start(ctx, "message-relay", func(ctx context.Context, cfg *relay.Config, log *slog.Logger, reg prometheus.Registerer) (process.Service, error) {
-		return relay.New(ctx, *cfg, log, reg)
-	})
-}
+func run(ctx context.Context) error { return process.Start(ctx, process.Relay) }
