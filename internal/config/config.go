@@ -126,11 +126,54 @@ func Redact(cfg any) map[string]string {
 			if f.Tag.Get("secret") == "true" && val != "" {
 				val = "*****"
 			}
+			val = maskURLPasswords(val)
 			out[prefix+name] = val
 		}
 	}
 	walk(reflect.ValueOf(cfg), "")
 	return out
+}
+
+// maskURLPasswords masks the password of every URL in a value as Redact
+// renders it (a list is comma- or space-separated), so that a setting not
+// secret as a whole, such as an endpoint, does not show a password it
+// carries. It works on the text rather than with url.Parse: a password with
+// a '/' or '?' does not parse, and would be shown whole.
+func maskURLPasswords(s string) string {
+	if !strings.Contains(s, "://") {
+		return s
+	}
+	var b strings.Builder
+	start := 0
+	for i := 0; i <= len(s); i++ {
+		if i == len(s) || strings.IndexByte(", []", s[i]) >= 0 {
+			b.WriteString(maskURLPassword(s[start:i]))
+			if i < len(s) {
+				b.WriteByte(s[i])
+			}
+			start = i + 1
+		}
+	}
+	return b.String()
+}
+
+// maskURLPassword masks what lies between the first ':' after "scheme://"
+// and the last '@'. In a URL whose query holds an '@' after a ':' it masks
+// too much, which only costs a log line some detail.
+func maskURLPassword(s string) string {
+	_, rest, ok := strings.Cut(s, "://")
+	if !ok {
+		return s
+	}
+	at := strings.LastIndexByte(rest, '@')
+	if at < 0 {
+		return s
+	}
+	user, _, hasPassword := strings.Cut(rest[:at], ":")
+	if !hasPassword {
+		return s
+	}
+	return s[:len(s)-len(rest)] + user + ":xxxxx" + rest[at:]
 }
 
 // LogValue renders Redact's map as a stable, sorted list for slog.

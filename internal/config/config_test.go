@@ -83,3 +83,30 @@ func TestRedactMasksSecrets(t *testing.T) {
 		t.Fatal("an unset secret should show as empty")
 	}
 }
+
+// TestRedactMasksURLPasswords: a setting that is not secret as a whole (an
+// endpoint such as OPENAI_BASE_URL) may still carry a password in its URL;
+// the configuration logged at start must not show it, even in a URL that
+// does not parse (a '/' in the password).
+func TestRedactMasksURLPasswords(t *testing.T) {
+	type endpoint struct {
+		URL string `env:"SAMPLE_URL"`
+	}
+	for in, want := range map[string]string{
+		"https://user:Zq9xW2vPk7Lm@proxy.example/v1":        "https://user:xxxxx@proxy.example/v1",
+		"https://user:Zq9x/W2vP?k7Lm@proxy.example:8443/v1": "https://user:xxxxx@proxy.example:8443/v1",
+		"a://u:Zq9xW2vPk7Lm@h1,b://Zq9xW2vPk7Lm:p2@h2":      "a://u:xxxxx@h1,b://Zq9xW2vPk7Lm:xxxxx@h2",
+		"https://user@proxy.example/v1":                     "https://user@proxy.example/v1",
+		"https://proxy.example/v1?to=me@example.com":        "https://proxy.example/v1?to=me@example.com",
+		"[https://u:Zq9xW2vPk7Lm@h1 https://h2]":            "[https://u:xxxxx@h1 https://h2]",
+		"localhost:9092,kafka:9092":                         "localhost:9092,kafka:9092",
+	} {
+		got := Redact(endpoint{in})["SAMPLE_URL"]
+		if got != want {
+			t.Errorf("Redact(%q) = %q, want %q", in, got, want)
+		}
+		if strings.Contains(got, "Zq9x/W2vP?k7Lm") || strings.Contains(got, ":Zq9xW2vPk7Lm@") {
+			t.Errorf("Redact(%q) shows the password: %q", in, got)
+		}
+	}
+}
