@@ -1,10 +1,12 @@
 package llm
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	openai "github.com/sashabaranov/go-openai"
@@ -25,6 +27,7 @@ type OpenAIConfig struct {
 type OpenAI struct {
 	client *openai.Client
 	model  string
+	key    string // only to keep it out of errors (hideKey)
 }
 
 // NewOpenAI builds the client.
@@ -48,7 +51,7 @@ func NewOpenAI(cfg OpenAIConfig) *OpenAI {
 	cp.Transport = retryAfterTransport{next: base}
 	hc = &cp
 	c.HTTPClient = hc
-	return &OpenAI{client: openai.NewClientWithConfig(c), model: cfg.Model}
+	return &OpenAI{client: openai.NewClientWithConfig(c), model: cfg.Model, key: cfg.APIKey}
 }
 
 // Name is the configured model.
@@ -63,7 +66,7 @@ func (o *OpenAI) Complete(ctx context.Context, req Request) (Response, error) {
 	}
 	resp, err := o.client.CreateChatCompletion(ctx, openai.ChatCompletionRequest{Model: o.model, Messages: msgs})
 	if err != nil {
-		return Response{}, classify(err)
+		return Response{}, o.fail(err)
 	}
 	if len(resp.Choices) == 0 {
 		return Response{}, fmt.Errorf("%w: the API returned no choices", ErrPermanent)
@@ -75,6 +78,41 @@ func (o *OpenAI) Complete(ctx context.Context, req Request) (Response, error) {
 		CompletionTokens: resp.Usage.CompletionTokens,
 	}, nil
 }
+
+// fail is the error of a failed call: classified, without the API key.
+func (o *OpenAI) fail(err error) error { return hideKey(classify(err), o.key) }
+
+// hideKey keeps the API key out of an error: an OpenAI-compatible server may
+// quote the key it was sent in its error message or body (the real API shows
+// only its ends). go-openai's errors are scrubbed in place, so the key is
+// gone from the whole chain; anything else that still shows it is wrapped
+// in an error whose text is scrubbed. Keys shorter than 8 bytes (tests) are
+// left alone: replacing them would garble every message.
+func hideKey(err error, key string) error {
+	if err == nil || len(key) < 8 {
+		return err
+	}
+	const masked = "sk-***"
+	if apiErr, ok := errors.AsType[*openai.APIError](err); ok {
+		apiErr.Message = strings.ReplaceAll(apiErr.Message, key, masked)
+	}
+	if reqErr, ok := errors.AsType[*openai.RequestError](err); ok {
+		reqErr.Body = bytes.ReplaceAll(reqErr.Body, []byte(key), []byte(masked))
+	}
+	if msg := err.Error(); strings.Contains(msg, key) {
+		return &keyHidden{err: err, msg: strings.ReplaceAll(msg, key, masked)}
+	}
+	return err
+}
+
+// keyHidden is an error whose text had the API key masked.
+type keyHidden struct {
+	err error
+	msg string
+}
+
+func (e *keyHidden) Error() string { return e.msg }
+func (e *keyHidden) Unwrap() error { return e.err }
 
 // classify wraps API errors that retrying cannot fix with ErrPermanent.
 func classify(err error) error {

@@ -45,7 +45,7 @@ func (o *OpenAI) Stream(ctx context.Context, req Request, onDelta func(string)) 
 		StreamOptions: &openai.StreamOptions{IncludeUsage: true},
 	})
 	if err != nil {
-		return Response{}, classify(err)
+		return Response{}, o.fail(err)
 	}
 	defer st.Close()
 	var b strings.Builder
@@ -57,7 +57,7 @@ func (o *OpenAI) Stream(ctx context.Context, req Request, onDelta func(string)) 
 			break
 		}
 		if err != nil {
-			return Response{}, classify(err)
+			return Response{}, o.fail(err)
 		}
 		if chunk.Model != "" {
 			resp.Model = chunk.Model
