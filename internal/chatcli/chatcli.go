@@ -259,6 +259,12 @@ func (c *client) session(ctx context.Context, conn *websocket.Conn) (done bool, 
 
 func (c *client) handle(f frame) {
 	switch f.Type {
+	case "ready":
+		// The connection's starting cursor: resume from it until an
+		// answer brings a newer one.
+		if f.Cursor != "" {
+			c.cursor = f.Cursor
+		}
 	case "ack":
 		delete(c.pending, f.ClientID)
 		if f.ID != "" {

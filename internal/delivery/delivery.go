@@ -113,6 +113,7 @@ type Stream struct {
 	mu        sync.Mutex
 	pos       string
 	explicit  bool // pos came from the client's cursor
+	begun     bool // Start ran: before it (the handshake), live answers only wait
 	started   bool
 	replaying bool
 	again     bool
@@ -134,7 +135,12 @@ func New(ctx context.Context, user, resume string, hist History, out Output, cfg
 // Start runs the first replay on the caller's goroutine: call it once the
 // user's channel is subscribed, so nothing published after the read is
 // missed.
-func (s *Stream) Start() { s.replay() }
+func (s *Stream) Start() {
+	s.mu.Lock()
+	s.begun = true
+	s.mu.Unlock()
+	s.replay()
+}
 
 // Position is the connection's current position.
 func (s *Stream) Position() string {
@@ -149,7 +155,7 @@ func (s *Stream) Deliver(e *envelope.Envelope) {
 	defer s.mu.Unlock()
 	switch {
 	case s.closed:
-	case s.replaying && len(s.pending) >= s.cfg.MaxPending:
+	case s.replaying && s.begun && len(s.pending) >= s.cfg.MaxPending:
 		s.gapLocked(ErrTooManyPending)
 	case s.replaying:
 		s.pending = append(s.pending, e)

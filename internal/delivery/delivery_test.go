@@ -305,14 +305,16 @@ func TestReplayReadsEveryPage(t *testing.T) {
 
 func TestTooManyLiveAnswersBehindAReplayIsAGap(t *testing.T) {
 	h := &fakeHistory{}
-	hold := make(chan struct{})
-	h.setBefore(func() error { <-hold; return nil })
+	inRead, hold := make(chan struct{}), make(chan struct{})
+	h.setBefore(func() error { close(inRead); <-hold; return nil })
 	cfg := testConfig()
 	cfg.MaxPending = 2
 	out := newFakeOutput()
 	s := New(context.Background(), "u1", "", h, out, cfg)
 	defer s.Close()
+	s.Deliver(h.add("early")) // during the handshake: waits, never a gap
 	go s.Start()
+	<-inRead
 	for i := range 3 {
 		s.Deliver(h.add(fmt.Sprintf("A%d", i)))
 	}

@@ -19,8 +19,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/chatrelay/chat/internal/aiconsumer"
+	"github.com/chatrelay/chat/internal/cursor"
 	"github.com/chatrelay/chat/internal/fakeopenai"
-	"github.com/chatrelay/chat/internal/history"
 	"github.com/chatrelay/chat/internal/redisbus"
 	"github.com/chatrelay/chat/internal/testinfra"
 )
@@ -201,6 +201,10 @@ func (c *faultClient) read(conn *websocket.Conn) error {
 		}
 		c.mu.Lock()
 		switch {
+		case f.Type == "ready":
+			// As the shipped clients do: the connection's starting
+			// cursor is the one to resume from until an answer comes.
+			c.cursor = cursor.Max(c.cursor, f.Cursor)
 		case f.Type == "ack":
 			c.acked[f.ID] = f.ClientID
 			c.lastEvent = time.Now()
@@ -216,7 +220,7 @@ func (c *faultClient) read(conn *websocket.Conn) error {
 			if f.Type == "error" {
 				c.errorsFor[f.ReplyTo] = true
 			}
-			if history.CompareCursors(f.Cursor, c.cursor) > 0 {
+			if cursor.After(f.Cursor, c.cursor) {
 				c.cursor = f.Cursor
 			}
 			c.answerTimes = append(c.answerTimes, time.Now())

@@ -36,6 +36,10 @@ type Config struct {
 	// Netpoll reads sockets only when epoll says they are readable, so an
 	// idle socket holds no goroutine; false: a reader goroutine per socket.
 	Netpoll bool `env:"WS_NETPOLL" envDefault:"true"`
+	// ResumesPerMin bounds resume frames per socket (each reads the
+	// history, up to all of it), with bursts of ResumesBurst; 0 disables.
+	ResumesPerMin int `env:"WS_RESUMES_PER_MIN" envDefault:"20"`
+	ResumesBurst  int `env:"WS_RESUMES_BURST" envDefault:"5"`
 	// AllowedOrigins lists browser origins allowed besides the server's own.
 	AllowedOrigins []string `env:"WS_ALLOWED_ORIGINS" envSeparator:","`
 
@@ -76,6 +80,10 @@ func (c *Config) Validate() error {
 		return errors.New("GATEWAY_PRODUCE_TIMEOUT: must be positive")
 	case c.SendQueue < 1:
 		return errors.New("WS_SEND_QUEUE: must be at least 1")
+	case c.ResumesPerMin < 0:
+		return errors.New("WS_RESUMES_PER_MIN: must not be negative (0 disables)")
+	case c.ResumesPerMin > 0 && c.ResumesBurst < 1:
+		return errors.New("WS_RESUMES_BURST: must be at least 1")
 	}
 	if c.InstanceID == "" {
 		c.InstanceID, _ = os.Hostname()

@@ -5,18 +5,12 @@
 package gateway
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"net"
 	"net/http"
-	"net/url"
-	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -30,8 +24,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/chatrelay/chat/internal/auth"
+	"github.com/chatrelay/chat/internal/delivery"
 	"github.com/chatrelay/chat/internal/history"
-	"github.com/chatrelay/chat/internal/ids"
 	"github.com/chatrelay/chat/internal/kafka"
 	"github.com/chatrelay/chat/internal/netpoll"
 	"github.com/chatrelay/chat/internal/ops"
@@ -50,8 +44,9 @@ type Gateway struct {
 	producer *kgo.Client
 	hub      *redisbus.Hub
 	history  *history.Store
+	replays  *replayReader
 	marks    *deliveredMarks
-	lim      *ratelimit.Limiters
+	lim      limits
 	m        *metrics
 	tracer   trace.Tracer
 	upgrader websocket.Upgrader
@@ -64,11 +59,20 @@ type Gateway struct {
 	base       context.Context
 	cancelBase context.CancelFunc
 
-	mu       sync.Mutex
-	conns    map[*conn]struct{}
-	draining bool
-	connWG   sync.WaitGroup
+	deliveryCfg delivery.Config
+
+	// mu guards conns and draining; drainingCh is closed when draining is
+	// set, so sockets check it without the lock.
+	mu         sync.Mutex
+	conns      map[*conn]struct{}
+	draining   bool
+	drainingCh chan struct{}
+	connWG     sync.WaitGroup
 }
+
+// replayConcurrency bounds the history reads of replays in flight per
+// instance (see replayReader).
+const replayConcurrency = 64
 
 // New connects the gateway's clients, creates the incoming topic when
 // missing and binds HTTP_ADDR.
@@ -83,7 +87,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 	}
 	g := &Gateway{
 		cfg: cfg, log: log.With("instance", cfg.InstanceID), verifier: verifier,
-		conns:  map[*conn]struct{}{},
+		conns: map[*conn]struct{}{}, drainingCh: make(chan struct{}),
 		tracer: otel.Tracer("github.com/chatrelay/chat/internal/gateway"),
 	}
 	g.base, g.cancelBase = context.WithCancel(context.WithoutCancel(ctx))
@@ -91,12 +95,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 	if err != nil {
 		return nil, err
 	}
-	g.hub = redisbus.NewHub(g.rdb, g.log)
-	g.history = history.New(g.rdb, cfg.History)
-	g.marks = newDeliveredMarks(g.history, g.log)
-	g.lim = ratelimit.New(g.rdb, cfg.Limits)
-	g.m = newMetrics(reg, func() float64 { return float64(g.hub.Users()) })
-	g.hub.OnInvalid = func(error) { g.m.dropped.WithLabelValues("invalid_payload").Inc() }
+	g.wire(reg)
 	g.producer, err = kafka.NewClient(kafka.ClientConfig{
 		Brokers: brokers, ClientID: "websocket-server-" + cfg.InstanceID, Logger: g.log, Registerer: reg, Linger: cfg.Kafka.Linger,
 		// A client waiting for its ack learns within this bound that the
@@ -111,20 +110,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 		g.closeClients()
 		return nil, err
 	}
-	g.upgrader = websocket.Upgrader{
-		// A socket keeps its read buffer for life: a small one, handed
-		// over at the hijack (see smallReader; ReadBufferSize 0 makes
-		// gorilla use it), since frames larger than the buffer are read
-		// past it. Write buffers come from a pool and are held only while
-		// a frame is written.
-		WriteBufferSize:  4096,
-		WriteBufferPool:  &sync.Pool{},
-		HandshakeTimeout: 10 * time.Second,
-		CheckOrigin:      g.checkOrigin,
-		Error: func(w http.ResponseWriter, _ *http.Request, status int, reason error) {
-			http.Error(w, http.StatusText(status), status)
-		},
-	}
+	g.upgrader = newUpgrader(g.checkOrigin)
 	if cfg.Netpoll {
 		// Without epoll (not Linux) every socket gets a reader goroutine.
 		if g.poller, err = netpoll.New(true); err != nil {
@@ -138,6 +124,40 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 		return nil, fmt.Errorf("HTTP_ADDR: listen %s: %w", cfg.HTTPAddr, err)
 	}
 	return g, nil
+}
+
+// wire builds the parts on the Redis client: the pub/sub hub, the history
+// and its readers, the limits, the metrics, and the token re-checks.
+func (g *Gateway) wire(reg prometheus.Registerer) {
+	g.hub = redisbus.NewHub(g.rdb, g.log)
+	g.history = history.New(g.rdb, g.cfg.History)
+	g.replays = newReplayReader(g.history, replayConcurrency)
+	g.marks = newDeliveredMarks(g.history, g.log)
+	g.lim = limitsOf(ratelimit.New(g.rdb, g.cfg.Limits))
+	g.m = newMetrics(reg, func() float64 { return float64(g.hub.Users()) })
+	g.hub.OnInvalid = func(error) { g.m.dropped.WithLabelValues("invalid_payload").Inc() }
+	g.deliveryCfg = delivery.DefaultConfig()
+	g.deliveryCfg.OnDuplicate = g.m.duplicates.Inc
+	g.deliveryCfg.OnRetry = func(err error) {
+		g.m.replayRetries.Inc()
+		g.log.Warn("history replay failed; retrying", "error", err)
+	}
+	g.verifier.SetLogger(g.log)
+	g.verifier.OnChange(func() { go g.closeRevoked() })
+}
+
+// newUpgrader: a socket keeps its read buffer for life, a small one handed
+// over at the hijack (see smallReader; ReadBufferSize 0 makes gorilla use
+// it), since frames larger than the buffer are read past it. Write buffers
+// come from a pool and are held only while a frame is written.
+func newUpgrader(checkOrigin func(*http.Request) bool) websocket.Upgrader {
+	return websocket.Upgrader{
+		WriteBufferSize:  4096,
+		WriteBufferPool:  &sync.Pool{},
+		HandshakeTimeout: 10 * time.Second,
+		CheckOrigin:      checkOrigin,
+		Error:            upgradeError,
+	}
 }
 
 // Addr is the bound public address.
@@ -186,6 +206,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 	go func() { hubDone <- g.hub.Run(hubCtx) }()
 	marksDone := make(chan struct{})
 	go func() { g.marks.Run(hubCtx); close(marksDone) }()
+	keysDone := make(chan struct{})
+	go func() { _ = g.verifier.Run(hubCtx); close(keysDone) }()
 
 	srv := &http.Server{Handler: g.echo, ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)
@@ -208,6 +230,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	stopHub()
 	<-hubDone
 	<-marksDone
+	<-keysDone
 	g.cancelBase()
 	g.closeClients()
 	if g.poller != nil {
@@ -220,20 +243,17 @@ func (g *Gateway) Run(ctx context.Context) error {
 // was accepted, then closes each socket with 1001 once its queue is written.
 func (g *Gateway) drainConns(ctx context.Context) {
 	g.mu.Lock()
-	g.draining = true
-	conns := make([]*conn, 0, len(g.conns))
-	for c := range g.conns {
-		conns = append(conns, c)
+	if !g.draining {
+		g.draining = true
+		close(g.drainingCh) // sockets refuse new messages from now on
 	}
+	conns := g.connsLocked()
 	g.mu.Unlock()
-	for _, c := range conns {
-		c.stopReading()
-	}
 	if err := g.producer.Flush(ctx); err != nil {
 		g.log.Warn("producer flush on shutdown", "error", err)
 	}
 	for _, c := range conns {
-		c.closeAfterQueue(websocket.CloseGoingAway, "server shutting down, reconnect", "shutdown")
+		c.closeAfterQueue(&protocol.Shutdown)
 	}
 	done := make(chan struct{})
 	go func() { g.connWG.Wait(); close(done) }()
@@ -252,140 +272,31 @@ func (g *Gateway) closeClients() {
 	_ = g.rdb.Close()
 }
 
-func (g *Gateway) checkOrigin(r *http.Request) bool {
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		return true // not a browser
+func (g *Gateway) connsLocked() []*conn {
+	conns := make([]*conn, 0, len(g.conns))
+	for c := range g.conns {
+		conns = append(conns, c)
 	}
-	u, err := url.Parse(origin)
-	if err != nil {
-		return false
-	}
-	if strings.EqualFold(u.Host, r.Host) {
-		return true
-	}
-	return slices.ContainsFunc(g.cfg.AllowedOrigins, func(o string) bool { return strings.EqualFold(strings.TrimSpace(o), origin) })
+	return conns
 }
 
-// handleWS authenticates, subscribes the user and upgrades. Everything that
-// can refuse the client happens before the upgrade, as a plain HTTP status.
-func (g *Gateway) handleWS(c echo.Context) error {
-	r := c.Request()
-	userID := r.URL.Query().Get("userid")
-	token := r.URL.Query().Get("token")
-	if token == "" {
-		token, _ = strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	}
-	ctx := r.Context()
-	if res, err := g.lim.IPConnects.Allow(ctx, c.RealIP()); err != nil {
-		return g.refuse(c, "unavailable", http.StatusServiceUnavailable, "temporarily unavailable", err)
-	} else if !res.Allowed {
-		g.m.limited.WithLabelValues(ratelimit.LimitIPConnects).Inc()
-		c.Response().Header().Set("Retry-After", retryAfter(res.RetryAfter))
-		return g.refuse(c, "rate_limited", http.StatusTooManyRequests, "too many connection attempts", nil)
-	}
-	if err := g.verifier.Verify(token, userID); err != nil {
-		var ae *auth.Error
-		reason := auth.ReasonOther
-		if errors.As(err, &ae) {
-			reason = ae.Reason
-		}
-		g.m.authRefusals.WithLabelValues(reason).Inc()
-		g.m.connects.WithLabelValues("unauthorized").Inc()
-		g.log.InfoContext(ctx, "connection refused", "reason", reason, "remote", c.RealIP())
-		return c.JSON(http.StatusUnauthorized, map[string]string{"error": "unauthorized"})
-	}
-	if !g.checkOrigin(r) {
-		g.m.connects.WithLabelValues("bad_origin").Inc()
-		g.log.InfoContext(ctx, "connection refused", "reason", "origin", "remote", c.RealIP())
-		return c.JSON(http.StatusForbidden, map[string]string{"error": "origin not allowed"})
-	}
-	resume := r.URL.Query().Get("resume")
-	if resume != "" && !protocol.ValidCursor(resume) {
-		g.m.connects.WithLabelValues("bad_request").Inc()
-		return c.JSON(http.StatusBadRequest, map[string]string{"error": "resume must be the cursor of an answer"})
-	}
+func (g *Gateway) isDraining() bool {
 	g.mu.Lock()
-	draining := g.draining
+	defer g.mu.Unlock()
+	return g.draining
+}
+
+// closeRevoked closes every socket whose token's key left the key set
+// (the verifier reloaded its key file).
+func (g *Gateway) closeRevoked() {
+	g.mu.Lock()
+	conns := g.connsLocked()
 	g.mu.Unlock()
-	if draining {
-		g.m.connects.WithLabelValues("draining").Inc()
-		return c.JSON(http.StatusServiceUnavailable, map[string]string{"error": "server shutting down"})
-	}
-	connID := g.cfg.InstanceID + ":" + ids.New()
-	if ok, err := g.lim.Sockets.Acquire(ctx, userID, connID); err != nil {
-		return g.refuse(c, "unavailable", http.StatusServiceUnavailable, "temporarily unavailable", err)
-	} else if !ok {
-		g.m.limited.WithLabelValues(ratelimit.LimitUserSockets).Inc()
-		return g.refuse(c, "rate_limited", http.StatusTooManyRequests, "too many connections for this user", nil)
-	}
-	// The cleanup outlives the request: it must not hold the request's
-	// context (and with it the request and its span) for the socket's life.
-	releaseSocket := func() {
-		rctx, cancel := context.WithTimeout(g.base, 2*time.Second)
-		defer cancel()
-		if err := g.lim.Sockets.Release(rctx, userID, connID); err != nil {
-			g.log.Warn("socket slot not released; it expires by itself", "error", err)
+	for _, c := range conns {
+		if r := c.tokenRefusal(); r != nil {
+			c.terminate(r)
 		}
 	}
-
-	cn := newConn(g, userID)
-	cn.connID = connID
-	unsubscribe, err := g.hub.Subscribe(ctx, userID, cn)
-	if err != nil {
-		releaseSocket()
-		g.m.connects.WithLabelValues("unavailable").Inc()
-		g.log.WarnContext(ctx, "connection refused: cannot subscribe", "error", err)
-		return c.JSON(http.StatusServiceUnavailable, map[string]string{"error": "temporarily unavailable"})
-	}
-	sr := &smallReader{ResponseWriter: c.Response()}
-	ws, err := g.upgrader.Upgrade(sr, r, nil)
-	if err != nil {
-		releaseSocket()
-		unsubscribe()
-		g.m.connects.WithLabelValues("upgrade_failed").Inc()
-		return nil // the upgrader already answered
-	}
-	// The instance's socket cap is enforced after the upgrade: its refusal
-	// is a close code (1013, try again later) the client can act on.
-	if !g.lim.Instance.TryAcquire() {
-		releaseSocket()
-		unsubscribe()
-		g.m.limited.WithLabelValues(ratelimit.LimitInstanceSocket).Inc()
-		g.m.connects.WithLabelValues("full").Inc()
-		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseTryAgainLater, "server full, try again"), time.Now().Add(time.Second))
-		_ = ws.Close()
-		return nil
-	}
-	g.m.connects.WithLabelValues("accepted").Inc()
-	cleanup := func() {
-		unsubscribe()
-		releaseSocket()
-		g.lim.Instance.Release()
-	}
-	cn.attach(ws, sr.br, cleanup)
-	if !g.register(cn) {
-		cleanup()
-		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down"), time.Now().Add(time.Second))
-		_ = ws.Close()
-		return nil
-	}
-	cn.start(resume)
-	return nil
-}
-
-// refuse answers a connection attempt before the upgrade; err (if any) is
-// logged here, once.
-func (g *Gateway) refuse(c echo.Context, outcome string, status int, msg string, err error) error {
-	g.m.connects.WithLabelValues(outcome).Inc()
-	if err != nil {
-		g.log.WarnContext(c.Request().Context(), "connection refused", "outcome", outcome, "error", err)
-	}
-	return c.JSON(status, map[string]string{"error": msg})
-}
-
-func retryAfter(d time.Duration) string {
-	return strconv.Itoa(int(math.Ceil(max(d, time.Second).Seconds())))
 }
 
 func (g *Gateway) register(c *conn) bool {
@@ -411,29 +322,4 @@ func (g *Gateway) unregister(c *conn) {
 // frameLimits are the protocol limits from the configuration.
 func (g *Gateway) frameLimits() protocol.Limits {
 	return protocol.Limits{MaxContentBytes: g.cfg.MaxContentBytes}
-}
-
-// smallReader hands gorilla/websocket a small read buffer of our own at the
-// hijack instead of net/http's 4 KiB one, and keeps it: with the poller the
-// socket is read again only while the buffer is empty, which only its owner
-// can see.
-type smallReader struct {
-	http.ResponseWriter
-	br *bufio.Reader
-}
-
-// readBufferSize is each socket's read buffer; gorilla needs more than 256
-// bytes to take it, and a control frame (up to 131 bytes) must fit.
-const readBufferSize = 512
-
-func (s *smallReader) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	nc, brw, err := http.NewResponseController(s.ResponseWriter).Hijack()
-	if err != nil {
-		return nil, nil, err
-	}
-	if brw.Reader.Buffered() == 0 {
-		brw.Reader = bufio.NewReaderSize(nc, readBufferSize)
-	}
-	s.br = brw.Reader
-	return nc, brw, nil
 }

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/chatrelay/chat/internal/cursor"
 	"github.com/chatrelay/chat/internal/history"
 )
 
@@ -27,10 +28,10 @@ func newDeliveredMarks(store *history.Store, log *slog.Logger) *deliveredMarks {
 	return &deliveredMarks{store: store, log: log, interval: 100 * time.Millisecond, pending: map[string]string{}}
 }
 
-func (d *deliveredMarks) mark(user, cursor string) {
+func (d *deliveredMarks) mark(user, c string) {
 	d.mu.Lock()
-	if history.CompareCursors(cursor, d.pending[user]) > 0 {
-		d.pending[user] = cursor
+	if cursor.After(c, d.pending[user]) {
+		d.pending[user] = c
 	}
 	d.mu.Unlock()
 }

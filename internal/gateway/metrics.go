@@ -4,26 +4,28 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/chatrelay/chat/internal/auth"
+	"github.com/chatrelay/chat/internal/protocol"
 	"github.com/chatrelay/chat/internal/ratelimit"
 	"github.com/chatrelay/chat/internal/telemetry"
 )
 
 type metrics struct {
-	open         prometheus.Gauge
-	connects     *prometheus.CounterVec
-	disconnects  *prometheus.CounterVec
-	frames       *prometheus.CounterVec
-	accepted     prometheus.Counter
-	rejected     *prometheus.CounterVec
-	produce      *prometheus.HistogramVec
-	e2e          prometheus.Histogram
-	dropped      *prometheus.CounterVec
-	users        prometheus.GaugeFunc
-	replayed     prometheus.Counter
-	duplicates   prometheus.Counter
-	limited      *prometheus.CounterVec
-	authRefusals *prometheus.CounterVec
-	limitErrors  *prometheus.CounterVec
+	open          prometheus.Gauge
+	connects      *prometheus.CounterVec
+	disconnects   *prometheus.CounterVec
+	frames        *prometheus.CounterVec
+	accepted      prometheus.Counter
+	rejected      *prometheus.CounterVec
+	produce       *prometheus.HistogramVec
+	e2e           prometheus.Histogram
+	dropped       *prometheus.CounterVec
+	users         prometheus.GaugeFunc
+	replayed      prometheus.Counter
+	replayRetries prometheus.Counter
+	duplicates    prometheus.Counter
+	limited       *prometheus.CounterVec
+	authRefusals  *prometheus.CounterVec
+	limitErrors   *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, users func() float64) *metrics {
@@ -32,15 +34,15 @@ func newMetrics(reg prometheus.Registerer, users func() float64) *metrics {
 		open: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: "ws", Name: "connections",
 			Help: "Open WebSocket connections on this instance."}),
 		connects: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "ws", Name: "connects_total",
-			Help: "Connection attempts by outcome (accepted, unauthorized, bad_origin, bad_request, rate_limited, full, unavailable, upgrade_failed, draining)."}, []string{"outcome"}),
+			Help: protocol.Help(protocol.Connect, "Connection attempts by outcome")}, []string{"outcome"}),
 		disconnects: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "ws", Name: "disconnects_total",
-			Help: "Closed connections by reason (client_closed, read_error, too_big, pong_timeout, slow_consumer, write_error, shutdown)."}, []string{"reason"}),
+			Help: protocol.Help(protocol.Disconnect, "Closed connections by reason")}, []string{"reason"}),
 		frames: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "ws", Name: "frames_total",
 			Help: "Frames by direction (in, out) and type."}, []string{"direction", "type"}),
 		accepted: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "gateway", Name: "messages_accepted_total",
 			Help: "Client messages acknowledged by the broker."}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "gateway", Name: "messages_rejected_total",
-			Help: "Client frames refused, by reason."}, []string{"reason"}),
+			Help: protocol.Help(protocol.Frame, "Client frames refused with an error frame, by reason")}, []string{"reason"}),
 		produce: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: "gateway", Name: "produce_seconds",
 			Help:    "Time from accepting a frame to the broker's acknowledgement, by outcome (ok, error).",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}, []string{"outcome"}),
@@ -52,8 +54,20 @@ func newMetrics(reg prometheus.Registerer, users func() float64) *metrics {
 		users: prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: "gateway", Name: "subscribed_users",
 			Help: "Users with a live Redis subscription on this instance."}, users),
 	}
+	m.addDeliveryAndLimits()
+	reg.MustRegister(m.replayed, m.replayRetries, m.duplicates, m.limited, m.authRefusals, m.limitErrors)
+	reg.MustRegister(m.open, m.connects, m.disconnects, m.frames, m.accepted, m.rejected, m.produce, m.e2e, m.dropped, m.users)
+	m.zero()
+	return m
+}
+
+// addDeliveryAndLimits makes the replay, duplicate and limit counters.
+func (m *metrics) addDeliveryAndLimits() {
+	ns := telemetry.Namespace
 	m.replayed = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "gateway", Name: "replayed_total",
 		Help: "Answers sent from history on connect or resume (missed while away)."})
+	m.replayRetries = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "gateway", Name: "replay_retries_total",
+		Help: "History reads of a replay that failed and were retried; when retries run out the socket closes with 1013 (replay_failed)."})
 	m.duplicates = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "gateway", Name: "duplicates_dropped_total",
 		Help: "Answers not sent again on a connection that already had them (redelivery, resume overlap)."})
 	m.limited = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "gateway", Name: "limited_total",
@@ -62,7 +76,11 @@ func newMetrics(reg prometheus.Registerer, users func() float64) *metrics {
 		Help: "Connection attempts refused for their token, by reason."}, []string{"reason"})
 	m.limitErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "ratelimit", Name: "errors_total",
 		Help: "Limit checks that failed (Redis unreachable), by limit; message limits then let the message through."}, []string{"limit"})
-	reg.MustRegister(m.replayed, m.duplicates, m.limited, m.authRefusals, m.limitErrors)
+}
+
+// zero starts every known label value at zero, so rates and alerts work
+// before the first event of each kind.
+func (m *metrics) zero() {
 	for _, l := range ratelimit.Names() {
 		m.limited.WithLabelValues(l)
 		m.limitErrors.WithLabelValues(l)
@@ -70,25 +88,21 @@ func newMetrics(reg prometheus.Registerer, users func() float64) *metrics {
 	for _, r := range auth.Reasons() {
 		m.authRefusals.WithLabelValues(r)
 	}
-	reg.MustRegister(m.open, m.connects, m.disconnects, m.frames, m.accepted, m.rejected, m.produce, m.e2e, m.dropped, m.users)
-	// Known label values start at zero so rates and alerts work before the
-	// first event of each kind.
-	for _, v := range []string{"accepted", "unauthorized", "bad_origin", "bad_request", "rate_limited", "full", "unavailable", "upgrade_failed", "draining"} {
+	for _, v := range protocol.Labels(protocol.Connect) {
 		m.connects.WithLabelValues(v)
 	}
-	for _, v := range []string{"client_closed", "read_error", "too_big", "pong_timeout", "slow_consumer", "write_error", "shutdown", "limited"} {
+	for _, v := range protocol.Labels(protocol.Disconnect) {
 		m.disconnects.WithLabelValues(v)
 	}
-	for _, v := range []string{"bad_json", "unknown_type", "empty_content", "content_too_long", "userid_mismatch", "invalid_text", "bad_id", "bad_cursor", "binary_frame", "draining", "rate_limited", "token_budget"} {
+	for _, v := range protocol.Labels(protocol.Frame) {
 		m.rejected.WithLabelValues(v)
 	}
 	for _, v := range []string{"closed", "slow_consumer", "write_error", "invalid_payload"} {
 		m.dropped.WithLabelValues(v)
 	}
-	for _, v := range [][2]string{{"in", "message"}, {"in", "invalid"}, {"out", "ack"}, {"out", "response"}, {"out", "error"}, {"out", "chunk"}} {
+	for _, v := range [][2]string{{"in", "message"}, {"in", "invalid"}, {"out", "ack"}, {"out", "response"}, {"out", "error"}, {"out", "chunk"}, {"out", "ready"}} {
 		m.frames.WithLabelValues(v[0], v[1])
 	}
 	m.produce.WithLabelValues("ok")
 	m.produce.WithLabelValues("error")
-	return m
 }

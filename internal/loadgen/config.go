@@ -55,6 +55,9 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		Users: 100, UserPrefix: "load-", Ramp: 500, DialConcurrency: 256, ConnectTimeout: 10 * time.Second, Reconnect: true,
+		// Like every shipped client: a reconnect resumes from the last
+		// cursor (the connection's ready cursor, then each answer's).
+		Resume:   true,
 		Duration: 30 * time.Second, MessageSize: 64, Drain: 30 * time.Second, Procs: 1, Senders: 8,
 		ScrapeInterval: time.Second, Settle: 10 * time.Second, Progress: 5 * time.Second,
 	}
@@ -99,7 +102,7 @@ func ParseFlags(args []string, getenv func(string) string, out io.Writer) (Confi
 	fs.IntVar(&c.DialConcurrency, "dial-concurrency", c.DialConcurrency, "connection attempts in flight at most")
 	fs.DurationVar(&c.ConnectTimeout, "connect-timeout", c.ConnectTimeout, "TCP connect + WebSocket handshake timeout")
 	fs.BoolVar(&c.Reconnect, "reconnect", c.Reconnect, "reconnect (with backoff) a socket that failed or closed during the run")
-	fs.BoolVar(&c.Resume, "resume", c.Resume, "on reconnect, pass resume=<cursor of the last answer seen> (the response id if the server sends no cursor)")
+	fs.BoolVar(&c.Resume, "resume", c.Resume, "on reconnect, pass resume=<cursor of the last ready frame or answer seen> (the response id if the server sends no cursor); -resume=false tests the cursor-less path")
 	fs.Float64Var(&c.Rate, "rate", 0, "total messages per second over all users (open model); exclusive with -user-rate")
 	fs.Float64Var(&c.UserRate, "user-rate", 0, "messages per second per user (open model); exclusive with -rate")
 	fs.DurationVar(&c.Duration, "duration", c.Duration, "sending phase (with -idle: how long the sockets are held)")

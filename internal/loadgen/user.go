@@ -136,10 +136,11 @@ func (u *user) onMessage(_ *wsConn, data []byte, at time.Time) {
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if f.Cursor != "" && (f.Type == "response" || f.Type == "error") {
+	if f.Cursor != "" && (f.Type == "response" || f.Type == "error" || f.Type == "ready") {
 		u.lastResp = f.Cursor
 	}
 	switch f.Type {
+	case "ready": // the connection's starting cursor, kept above
 	case "ack":
 		r.acked.Add(1)
 		seq, ok := r.parseClientID(f.ClientID)

@@ -5,8 +5,10 @@
 //
 //	{"type":"message","content":"…","userid":"u1","id":"c-1","correlation_id":"…"}
 //
-// Server → client: "ack" (the message is durably queued), "response" (the
-// answer) and "error" frames. All server frames carry "type" and "userid".
+// Server → client: "ready" (the connection's starting cursor), "ack" (the
+// message is durably queued), "response" (the answer), "chunk" (a piece of
+// an answer being written) and "error" frames. All server frames carry
+// "type" and "userid".
 package protocol
 
 import (
@@ -32,6 +34,11 @@ const (
 	TypeResponse = "response"
 	TypeError    = "error"
 	TypeChunk    = "chunk"
+	// TypeReady is the first frame on a connection: its cursor is where the
+	// connection starts in the user's history (the client's resume cursor,
+	// or, without one, after what was last delivered to the user). A client
+	// that keeps it, and then each answer's cursor, can always resume.
+	TypeReady = "ready"
 )
 
 // TimeFormat is RFC 3339 with milliseconds, always in UTC.

@@ -42,6 +42,13 @@ type ChatClient struct {
 	// order (the answer can overtake the ack, which waits for the broker's
 	// callback), so waiting for one must not lose the other.
 	skipped []Frame
+
+	// Ready is the cursor of the last "ready" frame: where the connection
+	// started in the user's history. Next and Expect take ready frames
+	// out of the stream (they come first on every connection) unless
+	// KeepReady is set.
+	Ready     string
+	KeepReady bool
 }
 
 // ChatURL builds the /ws URL for base (ws://host:port) with a fresh token.
@@ -113,7 +120,18 @@ func (c *ChatClient) Next(timeout time.Duration) (Frame, error) {
 		c.skipped = c.skipped[1:]
 		return f, nil
 	}
-	_ = c.Conn.SetReadDeadline(time.Now().Add(timeout))
+	deadline := time.Now().Add(timeout)
+	for {
+		f, err := c.read(deadline)
+		if err != nil || f.Type != "ready" || c.KeepReady {
+			return f, err
+		}
+		c.Ready = f.Cursor
+	}
+}
+
+func (c *ChatClient) read(deadline time.Time) (Frame, error) {
+	_ = c.Conn.SetReadDeadline(deadline)
 	_, data, err := c.Conn.ReadMessage()
 	if err != nil {
 		return Frame{}, err

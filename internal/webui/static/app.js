@@ -43,6 +43,12 @@
 
   function onFrame(f) {
     switch (f.type) {
+      case "ready":
+        // Where this connection starts in the history: resume from here
+        // until an answer brings a newer cursor, so an answer written into
+        // a socket that dies is not skipped on reconnect.
+        saveCursor(f.cursor);
+        break;
       case "ack": {
         const mine = el.messages.querySelector('li.mine[data-client-id="' + CSS.escape(f.client_id || "") + '"]');
         if (mine) { mine.dataset.id = f.id; mine.classList.remove("sending"); }
@@ -103,6 +109,11 @@
         li.title = "Not confirmed by the server; send it again";
       });
       if (!user) return;
+      if (ev.code === 4001) {
+        // The token expired or its key was removed: a new one is needed.
+        tokenExpired();
+        return;
+      }
       // Exponential backoff with full jitter, capped.
       const cap = Math.min(BACKOFF_MAX, BACKOFF_MIN * Math.pow(2, attempt));
       const delay = Math.round(cap / 2 + Math.random() * cap / 2);
@@ -111,6 +122,31 @@
       setStatus("reconnecting", "Disconnected" + why + "; reconnecting in " + Math.ceil(delay / 1000) + " s");
       timer = setTimeout(connect, delay);
     };
+  }
+
+  // A dev stack mints a new token at once; otherwise the user signs in again.
+  async function tokenExpired() {
+    if (!el.dev.hidden) {
+      try {
+        token = await devToken(user);
+        setStatus("reconnecting", "Session renewed; reconnecting…");
+        connect();
+        return;
+      } catch (err) { /* fall through to sign-in */ }
+    }
+    const u = user;
+    user = ""; token = "";
+    el.chat.hidden = true; el.signin.hidden = false;
+    el.userid.value = u;
+    el.signinError.textContent = "Your session expired; sign in again.";
+    setStatus("signed-out", "Session expired");
+  }
+
+  async function devToken(u) {
+    const r = await fetch("/dev/token?userid=" + encodeURIComponent(u), { cache: "no-store" });
+    const body = await r.json();
+    if (!r.ok || !body.token) throw new Error(body.error || "HTTP " + r.status);
+    return body.token;
   }
 
   function signIn(u, t) {
@@ -133,10 +169,7 @@
     const u = el.userid.value.trim();
     if (!u) { el.signinError.textContent = "Enter a user id first."; return; }
     try {
-      const r = await fetch("/dev/token?userid=" + encodeURIComponent(u), { cache: "no-store" });
-      const body = await r.json();
-      if (!r.ok || !body.token) throw new Error(body.error || "HTTP " + r.status);
-      signIn(u, body.token);
+      signIn(u, await devToken(u));
     } catch (err) {
       el.signinError.textContent = "Dev sign-in failed: " + err.message;
     }
