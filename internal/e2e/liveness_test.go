@@ -112,7 +112,13 @@ func TestSocketLiveness(t *testing.T) {
 // expectClose reads c (skipping frames) until the server closes it with code.
 func expectClose(t *testing.T, c *testinfra.ChatClient, code int) {
 	t.Helper()
-	_ = c.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	expectCloseWithin(t, c, code, 5*time.Second)
+}
+
+// expectCloseWithin is expectClose with its own timeout.
+func expectCloseWithin(t *testing.T, c *testinfra.ChatClient, code int, timeout time.Duration) {
+	t.Helper()
+	_ = c.Conn.SetReadDeadline(time.Now().Add(timeout))
 	for {
 		_, _, err := c.Conn.ReadMessage()
 		if err == nil {

@@ -33,7 +33,8 @@ type stack struct {
 	WSBase  string   // ws://host:port of the first gateway
 	WSBases []string // every gateway
 	Reg     *prometheus.Registry
-	Logs    string // path of the JSON log file
+	Logs    string            // path of the JSON log file
+	Env     map[string]string // the services' environment
 }
 
 // startStack runs websocket-server, ai-consumer and message-relay with the
@@ -52,10 +53,17 @@ func startStackWith(t *testing.T, overrides map[string]string, gateways int) *st
 		Reg:    prometheus.NewRegistry(),
 		Logs:   filepath.Join(t.TempDir(), "services.log"),
 	}
-	logFile, err := os.Create(s.Logs)
-	if err != nil {
-		t.Fatal(err)
+	opts := stackOptions(s, overrides, gateways)
+	for _, gw := range runServices(t, s.Logs, s.Reg, opts).Gateways {
+		s.WSBases = append(s.WSBases, "ws://"+gw.Addr())
 	}
+	s.WSBase = s.WSBases[0]
+	return s
+}
+
+// stackOptions is how the tests build the services: on the servers of s,
+// with settings for tests and the overrides.
+func stackOptions(s *stack, overrides map[string]string, gateways int) process.Options {
 	env := map[string]string{
 		"KAFKA_BOOTSTRAP_SERVERS": s.Kafka.Bootstrap(),
 		"KAFKA_TOPIC_PARTITIONS":  "4",
@@ -74,28 +82,39 @@ func startStackWith(t *testing.T, overrides map[string]string, gateways int) *st
 		"LIMIT_IP_CONNECTS_PER_MIN":  "0",
 	}
 	maps.Copy(env, overrides)
-	ctx, cancel := context.WithCancel(context.Background())
-	svcs, err := process.Build(ctx, process.Options{
+	s.Env = env
+	return process.Options{
 		Name: "e2e", Env: env, Services: process.All(), Gateways: gateways,
-		// A short timeout, so a test of a hanging model does not wait a minute.
+		// go-openai against the fake, with calls bounded at 5 s rather than
+		// OPENAI_TIMEOUT's minute: a stalled fake fails its test quickly.
 		Model: func(cfg aiconsumer.Config) llm.Model {
 			return llm.NewOpenAI(llm.OpenAIConfig{APIKey: cfg.APIKey, BaseURL: cfg.BaseURL, Model: cfg.Model, Timeout: 5 * time.Second})
 		},
-		// Not NewTelemetry: it would replace the global tracer and logger
-		// that every stack of this test binary shares.
-		Telemetry: &process.Telemetry{
-			Service: "e2e", Log: telemetry.NewLogger(logFile, "e2e", slog.LevelDebug),
-			Out: logFile, Level: slog.LevelDebug, Registry: s.Reg,
-		},
-	})
+	}
+}
+
+// runServices builds the services of opts with test telemetry (logs at
+// debug level into the file logs, metrics into reg), runs them until the
+// test ends, and then shows their warnings and errors if it failed.
+func runServices(t *testing.T, logs string, reg *prometheus.Registry, opts process.Options) *process.Services {
+	t.Helper()
+	logFile, err := os.Create(logs)
 	if err != nil {
-		cancel()
 		t.Fatal(err)
 	}
-	for _, gw := range svcs.Gateways {
-		s.WSBases = append(s.WSBases, "ws://"+gw.Addr())
+	// Not NewTelemetry: it would replace the global tracer and logger that
+	// every stack of this test binary shares.
+	opts.Telemetry = &process.Telemetry{
+		Service: opts.Name, Log: telemetry.NewLogger(logFile, opts.Name, slog.LevelDebug),
+		Out: logFile, Level: slog.LevelDebug, Registry: reg,
 	}
-	s.WSBase = s.WSBases[0]
+	ctx, cancel := context.WithCancel(context.Background())
+	svcs, err := process.Build(ctx, opts)
+	if err != nil {
+		cancel()
+		_ = logFile.Close()
+		t.Fatal(err)
+	}
 	done := make(chan error, 1)
 	go func() { done <- svcs.Run(ctx) }()
 	t.Cleanup(func() {
@@ -105,10 +124,10 @@ func startStackWith(t *testing.T, overrides map[string]string, gateways int) *st
 		}
 		_ = logFile.Close()
 		if t.Failed() {
-			logProblems(t, s.Logs)
+			logProblems(t, logs)
 		}
 	})
-	return s
+	return svcs
 }
 
 // logProblems shows the services' last warnings and errors of a failed test.

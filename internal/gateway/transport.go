@@ -111,9 +111,18 @@ func (s *socket) attach(ws *websocket.Conn, br *bufio.Reader) {
 }
 
 // startPings arms the ping timer. Sockets connected together are pinged
-// spread over the interval, not all in the same instant.
+// spread over the interval, not all in the same instant; the owner may
+// want its first tick sooner.
 func (s *socket) startPings() {
-	s.pinger = time.AfterFunc(s.cfg.PingInterval/2+rand.N(s.cfg.PingInterval/2+1), s.ping)
+	s.pinger = time.AfterFunc(s.tickAfter(s.cfg.PingInterval/2+rand.N(s.cfg.PingInterval/2+1)), s.ping)
+}
+
+// tickAfter is d, or sooner if the owner wants its next tick sooner.
+func (s *socket) tickAfter(d time.Duration) time.Duration {
+	if n := s.owner.nextTick(); n > 0 && n < d {
+		return n
+	}
+	return d
 }
 
 // startReading reads on the poller when there is one, else on a fresh
@@ -354,11 +363,7 @@ func (s *socket) ping() {
 		return
 	}
 	s.enqueue(outFrame{ping: true}, false)
-	next := s.cfg.PingInterval
-	if d := s.owner.nextTick(); d > 0 && d < next {
-		next = d
-	}
-	s.pinger.Reset(next)
+	s.pinger.Reset(s.tickAfter(s.cfg.PingInterval))
 }
 
 // writeLoop writes the queue in order and ends when it is empty; after

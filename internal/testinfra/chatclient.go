@@ -74,13 +74,19 @@ func DialChat(t testing.TB, base, secret, userID string) *ChatClient {
 
 // Dial connects userID to base; safe from any goroutine. The caller closes.
 func Dial(base, secret, userID string) (*ChatClient, error) {
-	c, resp, err := websocket.DefaultDialer.Dial(ChatURL(base, secret, userID), nil)
+	return DialURL(ChatURL(base, secret, userID), userID)
+}
+
+// DialURL connects to a full /ws URL (token, resume and all) as userID.
+func DialURL(rawURL, userID string) (*ChatClient, error) {
+	c, resp, err := websocket.DefaultDialer.Dial(rawURL, nil)
 	if err != nil {
 		status := 0
 		if resp != nil {
 			status = resp.StatusCode
 		}
-		return nil, fmt.Errorf("dial %s as %s: %w (HTTP %d)", base, userID, err, status)
+		u, _ := url.Parse(rawURL)
+		return nil, fmt.Errorf("dial %s as %s: %w (HTTP %d)", u.Host, userID, err, status)
 	}
 	return &ChatClient{Conn: c, UserID: userID}, nil
 }
