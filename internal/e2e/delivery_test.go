@@ -19,8 +19,8 @@ import (
 
 	"github.com/chatrelay/chat/internal/process"
 	"github.com/chatrelay/chat/internal/protocol"
-	"github.com/chatrelay/chat/internal/rediskeys"
 	"github.com/chatrelay/chat/internal/redisbus"
+	"github.com/chatrelay/chat/internal/rediskeys"
 	"github.com/chatrelay/chat/internal/telemetry"
 	"github.com/chatrelay/chat/internal/testinfra"
 )
