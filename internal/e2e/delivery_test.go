@@ -211,6 +211,7 @@ func TestTwoSocketsOfOneUserAcrossAResubscription(t *testing.T) {
 	// behind it (its gateway died inside the flush window): after a
 	// resubscription it must not get the answers before its cursor again.
 	last := lastCursor(t, rdb, user)
+	time.Sleep(300 * time.Millisecond) // the gateways' batched marks are written
 	if err := rdb.Set(context.Background(), rediskeys.Delivered(user), firstCursor(t, rdb, user), 0).Err(); err != nil {
 		t.Fatal(err)
 	}
