@@ -9,9 +9,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/chatrelay/chat/internal/envelope"
+	"github.com/chatrelay/chat/internal/rediskeys"
 )
-
-func answerKey(user, messageID string) string { return "chat:{" + user + "}:answer:" + messageID }
 
 // Answers stores each message's answer under its message id, so that a
 // redelivered message reuses the answer instead of calling the model again
@@ -28,7 +27,7 @@ func NewAnswers(rdb redis.UniversalClient, ttl time.Duration) *Answers {
 
 // Get returns the stored answer to messageID, or nil.
 func (a *Answers) Get(ctx context.Context, user, messageID string) (*envelope.Envelope, error) {
-	b, err := a.rdb.Get(ctx, answerKey(user, messageID)).Bytes()
+	b, err := a.rdb.Get(ctx, rediskeys.Answer(user, messageID)).Bytes()
 	if errors.Is(err, redis.Nil) {
 		return nil, nil
 	}
@@ -51,9 +50,9 @@ func (a *Answers) GetWithRecent(ctx context.Context, user, messageID string, n i
 	var get *redis.StringCmd
 	var list *redis.StringSliceCmd
 	_, err := a.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		get = p.Get(ctx, answerKey(user, messageID))
+		get = p.Get(ctx, rediskeys.Answer(user, messageID))
 		if n > 0 && n <= MemoryEntries {
-			list = p.LRange(ctx, memoryKey(user), 0, n-1)
+			list = p.LRange(ctx, rediskeys.Memory(user), 0, n-1)
 		}
 		return nil
 	})
@@ -101,7 +100,7 @@ func (a *Answers) Put(ctx context.Context, answer *envelope.Envelope) (*envelope
 	if err != nil {
 		return nil, err
 	}
-	ok, err := a.rdb.SetNX(ctx, answerKey(answer.UserID, answer.ReplyTo), b, a.ttl).Result()
+	ok, err := a.rdb.SetNX(ctx, rediskeys.Answer(answer.UserID, answer.ReplyTo), b, a.ttl).Result()
 	if err != nil {
 		return nil, fmt.Errorf("answer store: %w", err)
 	}

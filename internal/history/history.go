@@ -21,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/chatrelay/chat/internal/envelope"
+	"github.com/chatrelay/chat/internal/rediskeys"
 )
 
 // Config bounds the history.
@@ -40,13 +41,9 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// Keys of a user.
-func streamKey(user string) string    { return "chat:{" + user + "}:history" }
-func deliveredKey(user string) string { return "chat:{" + user + "}:delivered" }
-func memoryKey(user string) string    { return "chat:{" + user + "}:memory" }
-func appendedKey(user, responseID string) string {
-	return "chat:{" + user + "}:appended:" + responseID
-}
+// Keys of a user (their layout is rediskeys').
+func streamKey(user string) string    { return rediskeys.History(user) }
+func deliveredKey(user string) string { return rediskeys.Delivered(user) }
 
 // Store reads and writes histories.
 type Store struct {
@@ -61,27 +58,50 @@ func New(rdb redis.UniversalClient, cfg Config) *Store { return &Store{rdb: rdb,
 // response id: a redelivered answer gets back the cursor of its first
 // append, so a history never holds an answer twice. The same turns go, in
 // compact form, to the front of the user's memory list (see Turn). Given a
-// channel (ARGV[8]) it then publishes ARGV[9] .. cursor .. ARGV[10] there —
-// again for a redelivered answer, whose first publish may not have happened.
+// channel it then publishes head .. cursor .. tail there — again for a
+// redelivered answer, whose first publish may not have happened.
+//
+//	KEYS  history (the stream), appended (this answer's marker), memory (the list)
+//	ARGV  the fields of appendArgs, in order (appendArgs.argv)
 var appendScript = redis.NewScript(`
-local id = redis.call('GET', KEYS[2])
+local maxlen, ttl, question, answer, question_turn, answer_turn, memory_len, channel, head, tail = unpack(ARGV)
+local history, appended, memory = KEYS[1], KEYS[2], KEYS[3]
+local id = redis.call('GET', appended)
 if not id then
-  if ARGV[3] ~= '' then
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[3])
-    redis.call('LPUSH', KEYS[3], ARGV[5])
+  if question ~= '' then
+    redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', 'e', question)
+    redis.call('LPUSH', memory, question_turn)
   end
-  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[4])
-  redis.call('LPUSH', KEYS[3], ARGV[6])
-  redis.call('LTRIM', KEYS[3], 0, ARGV[7] - 1)
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  redis.call('PEXPIRE', KEYS[3], ARGV[2])
-  redis.call('SET', KEYS[2], id, 'PX', ARGV[2])
+  id = redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', 'e', answer)
+  redis.call('LPUSH', memory, answer_turn)
+  redis.call('LTRIM', memory, 0, memory_len - 1)
+  redis.call('PEXPIRE', history, ttl)
+  redis.call('PEXPIRE', memory, ttl)
+  redis.call('SET', appended, id, 'PX', ttl)
 end
-if ARGV[8] then
-  redis.call('PUBLISH', ARGV[8], ARGV[9] .. id .. ARGV[10])
+if channel ~= '' then
+  redis.call('PUBLISH', channel, head .. id .. tail)
 end
 return id
 `)
+
+// appendArgs are appendScript's arguments by name.
+type appendArgs struct {
+	MaxLen       int64  // the stream's cap (XADD MAXLEN ~)
+	TTLMillis    int64  // expiry of the stream, the memory list and the marker
+	Question     string // the question's envelope; "" when the answer carries none
+	Answer       string // the answer's envelope as stored (no cursor, no trace)
+	QuestionTurn string // the question as a memory turn (Turn.compact)
+	AnswerTurn   string // the answer as a memory turn
+	MemoryLen    int    // how many turns the memory list keeps
+	Channel      string // where to publish; "" for no publish
+	Head, Tail   string // the published payload before and after the cursor
+}
+
+// argv is the ARGV list, in the order the script unpacks it.
+func (a appendArgs) argv() []any {
+	return []any{a.MaxLen, a.TTLMillis, a.Question, a.Answer, a.QuestionTurn, a.AnswerTurn, a.MemoryLen, a.Channel, a.Head, a.Tail}
+}
 
 // MemoryEntries is how many of a user's latest entries (questions and
 // answers) the memory list keeps: the ai-consumer's conversation memory
@@ -108,7 +128,7 @@ func parseTurn(s string) (Turn, bool) {
 // Append stores answer (and the question it carries) in the user's history
 // and returns the answer's cursor.
 func (s *Store) Append(ctx context.Context, answer *envelope.Envelope) (string, error) {
-	return s.appendAndPublish(ctx, answer)
+	return s.appendAndPublish(ctx, answer, "", "", "")
 }
 
 // AppendPublish is Append and then PUBLISH of payload on channel, with the
@@ -117,13 +137,14 @@ func (s *Store) Append(ctx context.Context, answer *envelope.Envelope) (string, 
 // must occur in payload exactly once (a fresh random id does).
 func (s *Store) AppendPublish(ctx context.Context, answer *envelope.Envelope, channel string, payload []byte, placeholder string) (string, error) {
 	i := bytes.Index(payload, []byte(placeholder))
-	if placeholder == "" || i < 0 || bytes.Contains(payload[i+len(placeholder):], []byte(placeholder)) {
-		return "", fmt.Errorf("history append for %s: the payload must hold the cursor placeholder once", answer.UserID)
+	if channel == "" || placeholder == "" || i < 0 || bytes.Contains(payload[i+len(placeholder):], []byte(placeholder)) {
+		return "", fmt.Errorf("history append for %s: need a channel and a payload holding the cursor placeholder once", answer.UserID)
 	}
 	return s.appendAndPublish(ctx, answer, channel, string(payload[:i]), string(payload[i+len(placeholder):]))
 }
 
-func (s *Store) appendAndPublish(ctx context.Context, answer *envelope.Envelope, publish ...any) (string, error) {
+// appendAndPublish runs appendScript; channel "" appends without publishing.
+func (s *Store) appendAndPublish(ctx context.Context, answer *envelope.Envelope, channel, head, tail string) (string, error) {
 	question := ""
 	if answer.Question != "" {
 		q := &envelope.Envelope{
@@ -132,7 +153,7 @@ func (s *Store) appendAndPublish(ctx context.Context, answer *envelope.Envelope,
 		}
 		b, err := envelope.Marshal(q)
 		if err != nil {
-			return "", err
+			return "", fmt.Errorf("history append for %s: %w", answer.UserID, err)
 		}
 		question = string(b)
 	}
@@ -140,13 +161,16 @@ func (s *Store) appendAndPublish(ctx context.Context, answer *envelope.Envelope,
 	stored.Question, stored.Cursor, stored.TraceParent, stored.TraceState = "", "", "", ""
 	b, err := envelope.Marshal(&stored)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("history append for %s: %w", answer.UserID, err)
 	}
-	args := append([]any{s.cfg.MaxLen, s.cfg.TTL.Milliseconds(), question, string(b),
-		Turn{Type: envelope.TypeMessage, Content: answer.Question}.compact(),
-		Turn{Type: answer.Type, Content: answer.Content}.compact(), MemoryEntries}, publish...)
-	id, err := appendScript.Run(ctx, s.rdb,
-		[]string{streamKey(answer.UserID), appendedKey(answer.UserID, answer.ID), memoryKey(answer.UserID)}, args...).Text()
+	args := appendArgs{
+		MaxLen: s.cfg.MaxLen, TTLMillis: s.cfg.TTL.Milliseconds(), Question: question, Answer: string(b),
+		QuestionTurn: Turn{Type: envelope.TypeMessage, Content: answer.Question}.compact(),
+		AnswerTurn:   Turn{Type: answer.Type, Content: answer.Content}.compact(),
+		MemoryLen:    MemoryEntries, Channel: channel, Head: head, Tail: tail,
+	}
+	keys := []string{rediskeys.History(answer.UserID), rediskeys.Appended(answer.UserID, answer.ID), rediskeys.Memory(answer.UserID)}
+	id, err := appendScript.Run(ctx, s.rdb, keys, args.argv()...).Text()
 	if err != nil {
 		return "", fmt.Errorf("history append for %s: %w", answer.UserID, err)
 	}

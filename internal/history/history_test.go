@@ -9,6 +9,7 @@ import (
 
 	"github.com/chatrelay/chat/internal/envelope"
 	"github.com/chatrelay/chat/internal/redisbus"
+	"github.com/chatrelay/chat/internal/rediskeys"
 	"github.com/chatrelay/chat/internal/testinfra"
 )
 
@@ -134,7 +135,7 @@ func TestHistory(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := rdb.Del(ctx, memoryKey("u1")).Err(); err != nil {
+		if err := rdb.Del(ctx, rediskeys.Memory("u1")).Err(); err != nil {
 			t.Fatal(err)
 		}
 		_, viaStream, err := a.GetWithRecent(ctx, "u1", "m-x", 6)

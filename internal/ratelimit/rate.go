@@ -9,6 +9,8 @@ import (
 
 	"github.com/go-redis/redis_rate/v10"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/chatrelay/chat/internal/rediskeys"
 )
 
 // gcra is a redis_rate limiter with one Limit; a zero Rate disables it.
@@ -55,7 +57,7 @@ func (u *UserMessages) Allow(ctx context.Context, userID string) (Result, error)
 }
 
 // UserMessagesKey is the key given to redis_rate, which prefixes "rate:".
-func UserMessagesKey(userID string) string { return userKey(userID, "msgrate") }
+func UserMessagesKey(userID string) string { return rediskeys.UserMessages(userID) }
 
 // IPConnects limits connection attempts per client address across all
 // instances. IPv6 addresses count per /64 (one host usually owns a whole
@@ -76,7 +78,7 @@ func (l *IPConnects) Allow(ctx context.Context, ip string) (Result, error) {
 }
 
 // IPConnectsKey is the key of ip's bucket given to redis_rate.
-func IPConnectsKey(ip string) string { return "chat:ip:{" + IPBucket(ip) + "}:connects" }
+func IPConnectsKey(ip string) string { return rediskeys.IPConnects(IPBucket(ip)) }
 
 // IPBucket is the address a client is counted under.
 func IPBucket(ip string) string {

@@ -3,8 +3,9 @@
 // decided atomically there (a Lua script or redis_rate's GCRA script), so N
 // instances together allow exactly the configured amount, not N times it.
 //
-// Keys follow the rest of the system: a user's keys carry the {userid} hash
-// tag (chat:{u1}:…), so on a Redis Cluster each script touches one slot.
+// Keys follow the rest of the system (their layout is in rediskeys): a
+// user's keys carry the {userid} hash tag (chat:{u1}:…), so on a Redis
+// Cluster each script touches one slot.
 //
 //	RATE_USER_MESSAGES_PER_MIN  UserMessages  rate:chat:{u1}:msgrate    GCRA (redis_rate)
 //	LIMIT_USER_SOCKETS          UserSockets   chat:{u1}:sockets         sorted set connID → expiry (ms)
@@ -111,6 +112,3 @@ type Result struct {
 	// allowed).
 	RetryAfter time.Duration
 }
-
-// userKey is a key of userID's, with its hash tag.
-func userKey(userID, suffix string) string { return "chat:{" + userID + "}:" + suffix }

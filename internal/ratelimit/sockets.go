@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/chatrelay/chat/internal/rediskeys"
 )
 
 // UserSockets bounds the sockets one user holds across all instances. Each
@@ -27,7 +29,7 @@ func NewUserSockets(rdb redis.UniversalClient, limit int, ttl time.Duration) *Us
 }
 
 // UserSocketsKey is the sorted set of userID's sockets.
-func UserSocketsKey(userID string) string { return userKey(userID, "sockets") }
+func UserSocketsKey(userID string) string { return rediskeys.UserSockets(userID) }
 
 // acquireScript removes expired members, then (re)adds ARGV[3] if it is
 // already a member or the set holds fewer than ARGV[1]. The clock is the

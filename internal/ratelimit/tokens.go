@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/chatrelay/chat/internal/rediskeys"
 )
 
 // DailyTokens counts the model tokens each user spends per UTC day, across
@@ -31,7 +33,7 @@ const dayGrace = time.Hour
 
 // DailyTokensKey is userID's counter for the UTC day of t.
 func DailyTokensKey(userID string, t time.Time) string {
-	return userKey(userID, "tokens:"+t.UTC().Format(time.DateOnly))
+	return rediskeys.DailyTokens(userID, t)
 }
 
 // spendScript adds ARGV[1] and makes sure the key expires (ARGV[2] s) even

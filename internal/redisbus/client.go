@@ -12,6 +12,8 @@ import (
 
 	"github.com/redis/go-redis/extra/redisotel/v9"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/chatrelay/chat/internal/rediskeys"
 )
 
 // NewClient opens a client for REDIS_URL:
@@ -181,14 +183,9 @@ func Ping(ctx context.Context, c redis.UniversalClient) error {
 	return nil
 }
 
-// UserChannel is the pub/sub channel of a user's live traffic. Every key of a
-// user shares the {userid} hash tag, so on a Cluster they live on one slot.
-func UserChannel(userID string) string { return "chat:{" + userID + "}:live" }
+// UserChannel is the pub/sub channel of a user's live traffic
+// (rediskeys.Live: it carries the user's {userid} hash tag, so on a Cluster
+// it lives on the slot of the user's keys).
+func UserChannel(userID string) string { return rediskeys.Live(userID) }
 
-// UserFromChannel inverts UserChannel.
-func UserFromChannel(ch string) (string, bool) {
-	if !strings.HasPrefix(ch, "chat:{") || !strings.HasSuffix(ch, "}:live") {
-		return "", false
-	}
-	return ch[len("chat:{") : len(ch)-len("}:live")], true
-}
+func UserFromChannel(ch string) (string, bool) { return rediskeys.UserFromLive(ch) }
