@@ -135,7 +135,7 @@ func (g *Gateway) wire(reg prometheus.Registerer) {
 	g.marks = newDeliveredMarks(g.history, g.log)
 	g.lim = limitsOf(ratelimit.New(g.rdb, g.cfg.Limits))
 	g.m = newMetrics(reg, func() float64 { return float64(g.hub.Users()) })
-	g.hub.OnInvalid = func(error) { g.m.dropped.WithLabelValues("invalid_payload").Inc() }
+	g.hub.OnInvalid = func(error) { g.m.dropped.WithLabelValues(dropInvalid).Inc() }
 	g.deliveryCfg = delivery.DefaultConfig()
 	g.deliveryCfg.OnDuplicate = g.m.duplicates.Inc
 	g.deliveryCfg.OnRetry = func(err error) {

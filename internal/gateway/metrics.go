@@ -9,6 +9,16 @@ import (
 	"github.com/chatrelay/chat/internal/telemetry"
 )
 
+// Why an answer was not written to a socket: the label values of
+// chat_gateway_deliveries_dropped_total. A socket that closes for being
+// slow or failing a write drops under its close reason.
+const (
+	dropClosed  = "closed"          // the socket was closing
+	dropInvalid = "invalid_payload" // the published payload did not decode
+)
+
+var dropReasons = []string{dropClosed, protocol.SlowConsumer.Reason, protocol.WriteError.Reason, dropInvalid}
+
 type metrics struct {
 	open          prometheus.Gauge
 	connects      *prometheus.CounterVec
@@ -97,10 +107,10 @@ func (m *metrics) zero() {
 	for _, v := range protocol.Labels(protocol.Frame) {
 		m.rejected.WithLabelValues(v)
 	}
-	for _, v := range []string{"closed", "slow_consumer", "write_error", "invalid_payload"} {
+	for _, v := range dropReasons {
 		m.dropped.WithLabelValues(v)
 	}
-	for _, v := range [][2]string{{"in", "message"}, {"in", "invalid"}, {"out", "ack"}, {"out", "response"}, {"out", "error"}, {"out", "chunk"}, {"out", "ready"}} {
+	for _, v := range [][2]string{{"in", "message"}, {"in", protocol.FrameInvalid.Reason}, {"out", "ack"}, {"out", "response"}, {"out", "error"}, {"out", "chunk"}, {"out", "ready"}} {
 		m.frames.WithLabelValues(v[0], v[1])
 	}
 	m.produce.WithLabelValues("ok")

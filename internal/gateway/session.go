@@ -112,7 +112,7 @@ func (c *conn) invalidFrame(span trace.Span, f protocol.ClientFrame, err error) 
 	if errors.As(err, &pe) {
 		msg, reason = pe.Message, string(pe.Reason)
 	}
-	c.g.m.frames.WithLabelValues("in", "invalid").Inc()
+	c.g.m.frames.WithLabelValues("in", protocol.FrameInvalid.Reason).Inc()
 	c.g.m.rejected.WithLabelValues(reason).Inc()
 	span.SetStatus(codes.Error, reason)
 	span.End()

@@ -282,12 +282,12 @@ func (s *socket) enqueue(f outFrame, bounded bool) {
 	s.qmu.Lock()
 	if s.closing {
 		s.qmu.Unlock()
-		s.drop(f, "closed")
+		s.drop(f, dropClosed)
 		return
 	}
 	if bounded && s.live >= s.cfg.SendQueue {
 		s.qmu.Unlock()
-		s.drop(f, "slow_consumer")
+		s.drop(f, protocol.SlowConsumer.Reason)
 		s.terminate(&protocol.SlowConsumer)
 		return
 	}
@@ -377,7 +377,7 @@ func (s *socket) writeLoop() {
 			s.queue, s.live = nil, 0
 			s.qmu.Unlock()
 			for _, f := range left {
-				s.drop(f, "closed")
+				s.drop(f, dropClosed)
 			}
 			s.closeSocket()
 			return
@@ -409,7 +409,7 @@ func (s *socket) writeOne(f outFrame) {
 		}
 	default:
 		if err := s.write(f); err != nil {
-			s.drop(f, "write_error")
+			s.drop(f, protocol.WriteError.Reason)
 			s.terminate(&protocol.WriteError)
 		}
 	}

@@ -160,3 +160,39 @@ func containsString(list []string, s string) bool {
 	}
 	return false
 }
+
+// Markdown renders the table for the README, between the markers
+// "<!-- refusals:begin -->" and "<!-- refusals:end -->" (a test keeps the
+// README equal to it).
+func Markdown() string {
+	var b strings.Builder
+	b.WriteString("| counted in | reason (label) | HTTP | close | the client is told | when |\n|---|---|---|---|---|---|\n")
+	for _, r := range Refusals() {
+		status, code := "", ""
+		if r.Status != 0 {
+			status = fmt.Sprint(r.Status)
+		}
+		if r.Code != 0 {
+			code = fmt.Sprint(r.Code)
+		}
+		msg := r.Message
+		if msg != "" {
+			msg = "`" + strings.ReplaceAll(msg, "%s", "N") + "`"
+		}
+		fmt.Fprintf(&b, "| %s | `%s` | %s | %s | %s | %s |\n", r.Kind, r.Reason, status, code, msg, r.When)
+	}
+	return b.String()
+}
+
+// String names the counter a kind is counted in.
+func (k Kind) String() string {
+	switch k {
+	case Connect:
+		return "`chat_ws_connects_total{outcome}`"
+	case Disconnect:
+		return "`chat_ws_disconnects_total{reason}`"
+	case Frame:
+		return "`chat_gateway_messages_rejected_total{reason}`"
+	}
+	return "?"
+}
