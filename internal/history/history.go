@@ -13,8 +13,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
@@ -177,94 +175,6 @@ func (s *Store) appendAndPublish(ctx context.Context, answer *envelope.Envelope,
 	return id, nil
 }
 
-// cursorRE is a Redis Stream entry id.
-var cursorRE = regexp.MustCompile(`^[0-9]{1,20}-[0-9]{1,20}$`)
-
-// ValidCursor reports whether c can be a resume cursor.
-func ValidCursor(c string) bool { return cursorRE.MatchString(c) }
-
-// Since returns up to limit answers (responses and errors) after cursor, in
-// order, each with its Cursor set. An empty cursor means from the start.
-func (s *Store) Since(ctx context.Context, user, cursor string, limit int64) ([]*envelope.Envelope, error) {
-	start := "-"
-	if cursor != "" {
-		if !ValidCursor(cursor) {
-			return nil, fmt.Errorf("invalid cursor %q", cursor)
-		}
-		start = "(" + cursor
-	}
-	msgs, err := s.rdb.XRangeN(ctx, streamKey(user), start, "+", limit).Result()
-	if err != nil {
-		return nil, fmt.Errorf("history read for %s: %w", user, err)
-	}
-	return answers(msgs), nil
-}
-
-// answers decodes the answers (responses and errors) among entries, each
-// with its Cursor set; questions and undecodable entries are left out.
-func answers(msgs []redis.XMessage) []*envelope.Envelope {
-	var out []*envelope.Envelope
-	for _, m := range msgs {
-		e := decode(m)
-		if e == nil || e.Type == envelope.TypeMessage {
-			continue
-		}
-		e.Cursor = m.ID
-		out = append(out, e)
-	}
-	return out
-}
-
-// sinceDeliveredScript reads the delivered marker and the answers after it
-// in one round trip: a connect without a resume cursor needs both, and
-// thousands of connects a second make the second trip count.
-var sinceDeliveredScript = redis.NewScript(`
-local c = redis.call('GET', KEYS[2])
-local start = '-'
-if c then start = '(' .. c end
-return redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', ARGV[1])
-`)
-
-// SinceDelivered is Since from the user's delivered marker (everything when
-// there is none).
-func (s *Store) SinceDelivered(ctx context.Context, user string, limit int64) ([]*envelope.Envelope, error) {
-	res, err := sinceDeliveredScript.Run(ctx, s.rdb, []string{streamKey(user), deliveredKey(user)}, limit).Slice()
-	if errors.Is(err, redis.Nil) {
-		return nil, nil // nothing after the marker
-	}
-	if err != nil {
-		return nil, fmt.Errorf("history read for %s: %w", user, err)
-	}
-	msgs := make([]redis.XMessage, 0, len(res))
-	for _, item := range res {
-		if m, ok := scriptXMessage(item); ok {
-			msgs = append(msgs, m)
-		}
-	}
-	return answers(msgs), nil
-}
-
-// scriptXMessage is one XRANGE entry as a script returns it: [id, [field,
-// value, …]].
-func scriptXMessage(item any) (redis.XMessage, bool) {
-	pair, ok := item.([]any)
-	if !ok || len(pair) != 2 {
-		return redis.XMessage{}, false
-	}
-	id, ok := pair[0].(string)
-	if !ok {
-		return redis.XMessage{}, false
-	}
-	fields, _ := pair[1].([]any)
-	values := make(map[string]any, len(fields)/2)
-	for i := 0; i+1 < len(fields); i += 2 {
-		if k, ok := fields[i].(string); ok {
-			values[k] = fields[i+1]
-		}
-	}
-	return redis.XMessage{ID: id, Values: values}, true
-}
-
 // turnsOldestFirst decodes XREVRANGE entries into turns, oldest first
 // (only the type and the text), for memories longer than the list keeps or
 // histories older than it.
@@ -288,79 +198,4 @@ func decode(m redis.XMessage) *envelope.Envelope {
 		return nil
 	}
 	return e
-}
-
-// markScript moves the delivered marker forward only.
-var markScript = redis.NewScript(`
-local cur = redis.call('GET', KEYS[1])
-if cur then
-  local cm, cs = string.match(cur, '^(%d+)-(%d+)$')
-  local nm, ns = string.match(ARGV[1], '^(%d+)-(%d+)$')
-  if cm and nm then
-    cm, cs, nm, ns = tonumber(cm), tonumber(cs), tonumber(nm), tonumber(ns)
-    if nm < cm or (nm == cm and ns <= cs) then return 0 end
-  end
-end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
-`)
-
-// MarkDelivered records that the user's answers up to cursor reached a
-// socket, so a later connection without a cursor starts after it.
-func (s *Store) MarkDelivered(ctx context.Context, user, cursor string) error {
-	if err := markScript.Run(ctx, s.rdb, []string{deliveredKey(user)}, cursor, s.cfg.TTL.Milliseconds()).Err(); err != nil {
-		return fmt.Errorf("mark delivered for %s: %w", user, err)
-	}
-	return nil
-}
-
-// MarkDeliveredBatch records several users' markers in one round trip.
-func (s *Store) MarkDeliveredBatch(ctx context.Context, marks map[string]string) error {
-	if len(marks) == 0 {
-		return nil
-	}
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for user, cursor := range marks {
-			// Eval, not Run: a pipeline cannot fall back from EVALSHA.
-			markScript.Eval(ctx, p, []string{deliveredKey(user)}, cursor, s.cfg.TTL.Milliseconds())
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return fmt.Errorf("mark delivered: %w", err)
-	}
-	return nil
-}
-
-// CompareCursors orders two stream ids (-1, 0, 1); "" sorts first.
-func CompareCursors(a, b string) int {
-	am, as := splitCursor(a)
-	bm, bs := splitCursor(b)
-	switch {
-	case am != bm:
-		return cmp(am, bm)
-	default:
-		return cmp(as, bs)
-	}
-}
-
-func splitCursor(c string) (uint64, uint64) {
-	for i := 0; i < len(c); i++ {
-		if c[i] == '-' {
-			ms, _ := strconv.ParseUint(c[:i], 10, 64)
-			seq, _ := strconv.ParseUint(c[i+1:], 10, 64)
-			return ms, seq
-		}
-	}
-	return 0, 0
-}
-
-func cmp(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

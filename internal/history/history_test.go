@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatrelay/chat/internal/cursor"
 	"github.com/chatrelay/chat/internal/envelope"
 	"github.com/chatrelay/chat/internal/redisbus"
 	"github.com/chatrelay/chat/internal/rediskeys"
@@ -76,28 +77,56 @@ func TestHistory(t *testing.T) {
 		}
 	})
 
-	t.Run("since the delivered marker, in one round trip", func(t *testing.T) {
-		got, err := s.SinceDelivered(ctx, "u1", 100) // marker at cursors[3]
+	t.Run("from the delivered marker, in one round trip", func(t *testing.T) {
+		got, err := s.FromDelivered(ctx, "u1", 100) // marker at cursors[3]
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(got) != 1 || got[0].ID != "r4" || got[0].Cursor != cursors[4] || got[0].Content != "answer 4" {
+		if got.From != cursors[3] || len(got.Answers) != 1 || got.Answers[0].ID != "r4" || got.Answers[0].Cursor != cursors[4] ||
+			got.Answers[0].Content != "answer 4" || got.Last != cursors[4] || got.Full {
 			t.Fatalf("got %+v", got)
 		}
-		none, err := s.SinceDelivered(ctx, "nobody", 100)
-		if err != nil || len(none) != 0 {
+		none, err := s.FromDelivered(ctx, "nobody", 100)
+		if err != nil || len(none.Answers) != 0 || none.From != cursor.Start || none.Last != cursor.Start {
 			t.Fatalf("unknown user: %v %+v", err, none)
 		}
 		if _, err := s.Append(ctx, answer("u3", 0)); err != nil {
 			t.Fatal(err)
 		}
-		all, err := s.SinceDelivered(ctx, "u3", 100) // no marker: everything
-		if err != nil || len(all) != 1 || all[0].ID != "r0" {
+		all, err := s.FromDelivered(ctx, "u3", 100) // no marker: everything
+		if err != nil || len(all.Answers) != 1 || all.Answers[0].ID != "r0" || all.From != cursor.Start {
 			t.Fatalf("no marker: %v %+v", err, all)
 		}
-		capped, err := s.SinceDelivered(ctx, "u1", 0)
-		if err != nil || len(capped) != 0 {
-			t.Fatalf("limit 0 (COUNT 0): %v %+v", err, capped)
+	})
+
+	t.Run("pages after a position, questions included in the count", func(t *testing.T) {
+		p, err := s.After(ctx, "u3", cursor.Start, 1) // the question only
+		if err != nil || len(p.Answers) != 0 || !p.Full || p.Last == cursor.Start {
+			t.Fatalf("first page: %v %+v", err, p)
+		}
+		p, err = s.After(ctx, "u3", p.Last, 1)
+		if err != nil || len(p.Answers) != 1 || p.Answers[0].ID != "r0" {
+			t.Fatalf("second page: %v %+v", err, p)
+		}
+		if _, err := s.After(ctx, "u3", "nonsense", 1); err == nil {
+			t.Fatal("a bad cursor must be refused")
+		}
+	})
+
+	t.Run("the marker script orders cursors as cursor.Compare does", func(t *testing.T) {
+		// Or a connection without a cursor starts from the wrong place.
+		pairs := [][2]string{{"1-0", "1-1"}, {"2-0", "1-9"}, {"1700000000000-5", "1700000000000-10"}, {"9-0", "10-0"}, {"5-5", "5-5"}}
+		for i, p := range pairs {
+			user := fmt.Sprintf("order%d", i)
+			for _, c := range p {
+				if err := s.MarkDelivered(ctx, user, c); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, _ := rdb.Get(ctx, deliveredKey(user)).Result()
+			if want := cursor.Max(p[0], p[1]); got != want {
+				t.Errorf("marked %s then %s: marker %s, cursor order says %s", p[0], p[1], got, want)
+			}
 		}
 	})
 
@@ -216,19 +245,5 @@ func TestAnswers(t *testing.T) {
 	}
 	if got, _ := a.Get(ctx, "u1", "m1"); got.ID != "r1" {
 		t.Fatalf("stored %v", got)
-	}
-}
-
-func TestCompareCursors(t *testing.T) {
-	tests := []struct {
-		a, b string
-		want int
-	}{
-		{"1-0", "1-0", 0}, {"1-0", "1-1", -1}, {"2-0", "1-9", 1}, {"", "0-1", -1}, {"1700000000000-5", "1700000000000-10", -1},
-	}
-	for _, tc := range tests {
-		if got := CompareCursors(tc.a, tc.b); got != tc.want {
-			t.Errorf("%s vs %s = %d", tc.a, tc.b, got)
-		}
 	}
 }
