@@ -95,11 +95,12 @@ const (
 	LimitIPConnects     = "ip_connects"
 	LimitInstanceSocket = "instance_sockets"
 	LimitUserTokens     = "user_tokens"
+	LimitResumes        = "resumes" // WS_RESUMES_PER_MIN, per socket, in the gateway
 )
 
 // Names lists every limit name, to start a counter at zero for each.
 func Names() []string {
-	return []string{LimitFrameSize, LimitUserMessages, LimitUserSockets, LimitIPConnects, LimitInstanceSocket, LimitUserTokens}
+	return []string{LimitFrameSize, LimitUserMessages, LimitUserSockets, LimitIPConnects, LimitInstanceSocket, LimitUserTokens, LimitResumes}
 }
 
 // Result is the answer of a rate limiter.
