@@ -91,11 +91,8 @@ type Stream struct {
 	user string
 	hist History
 	out  Output
-	cfg  Config
-	// ctx ends when the connection does: a replay waiting to retry, or
-	// reading, stops at once.
-	ctx    context.Context
-	cancel context.CancelFunc
+	cfg  *Config // shared by every stream of the instance
+	base context.Context
 
 	// mu guards everything below. Invariants:
 	//   - pos is the cursor of the last answer handed to out, or the
@@ -110,7 +107,11 @@ type Stream struct {
 	//     it reads once more from pos before letting live answers through
 	//     (its earlier read may predate the gap).
 	//   - closed: nothing more reaches out.
+	//   - cancel ends the running replay's reads and backoff (set while
+	//     one runs): a closed connection stops replaying at once. Made per
+	//     replay, not per connection, so an idle socket holds no context.
 	mu        sync.Mutex
+	cancel    context.CancelFunc
 	pos       string
 	explicit  bool // pos came from the client's cursor
 	begun     bool // Start ran: before it (the handshake), live answers only wait
@@ -123,13 +124,11 @@ type Stream struct {
 
 // New prepares the stream of a connection of user; resume is the client's
 // cursor (empty: none). Live answers wait until Start's replay is done.
-func New(ctx context.Context, user, resume string, hist History, out Output, cfg Config) *Stream {
-	s := &Stream{
-		user: user, hist: hist, out: out, cfg: cfg,
+func New(ctx context.Context, user, resume string, hist History, out Output, cfg *Config) *Stream {
+	return &Stream{
+		user: user, hist: hist, out: out, cfg: cfg, base: ctx,
 		pos: resume, explicit: resume != "", replaying: true,
 	}
-	s.ctx, s.cancel = context.WithCancel(ctx)
-	return s
 }
 
 // Start runs the first replay on the caller's goroutine: call it once the
@@ -201,19 +200,31 @@ func (s *Stream) Resume(c string) {
 func (s *Stream) Close() {
 	s.mu.Lock()
 	s.closed, s.pending = true, nil
+	cancel := s.cancel
 	s.mu.Unlock()
-	s.cancel()
+	if cancel != nil {
+		cancel()
+	}
 }
 
 // replay reads from pos until a read finds no resync asked meanwhile, then
 // lets the waiting live answers through.
 func (s *Stream) replay() {
+	ctx, cancel := context.WithCancel(s.base)
+	defer cancel()
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.cancel = cancel
+	s.mu.Unlock()
 	for {
 		s.mu.Lock()
 		from, fromMarker := s.pos, !s.started && !s.explicit
 		s.again = false
 		s.mu.Unlock()
-		if !s.catchUp(from, fromMarker) {
+		if !s.catchUp(ctx, from, fromMarker) {
 			return
 		}
 		s.mu.Lock()
@@ -224,7 +235,7 @@ func (s *Stream) replay() {
 		for _, e := range s.pending {
 			s.sendLocked(e, false)
 		}
-		s.pending, s.replaying = nil, false
+		s.pending, s.replaying, s.cancel = nil, false, nil
 		s.mu.Unlock()
 		return
 	}
@@ -232,9 +243,9 @@ func (s *Stream) replay() {
 
 // catchUp sends every answer after from, page by page; false means the
 // stream closed (a gap was reported, or the connection ended).
-func (s *Stream) catchUp(from string, fromMarker bool) bool {
+func (s *Stream) catchUp(ctx context.Context, from string, fromMarker bool) bool {
 	for {
-		page, err := s.read(from, fromMarker)
+		page, err := s.read(ctx, from, fromMarker)
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
@@ -262,11 +273,11 @@ func (s *Stream) catchUp(from string, fromMarker bool) bool {
 }
 
 // read reads one page, retrying with backoff for cfg.RetryFor.
-func (s *Stream) read(from string, fromMarker bool) (history.Page, error) {
+func (s *Stream) read(ctx context.Context, from string, fromMarker bool) (history.Page, error) {
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval, b.MaxInterval = s.cfg.RetryInitial, 2*time.Second
 	op := func() (history.Page, error) {
-		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.ReadTimeout)
+		ctx, cancel := context.WithTimeout(ctx, s.cfg.ReadTimeout)
 		defer cancel()
 		if fromMarker {
 			return s.hist.FromDelivered(ctx, s.user, s.cfg.PageSize)
@@ -278,7 +289,7 @@ func (s *Stream) read(from string, fromMarker bool) (history.Page, error) {
 			s.cfg.OnRetry(err)
 		}
 	}
-	return backoff.Retry(s.ctx, op, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(s.cfg.RetryFor), backoff.WithNotify(notify))
+	return backoff.Retry(ctx, op, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(s.cfg.RetryFor), backoff.WithNotify(notify))
 }
 
 // sendLocked hands e to out unless the connection already had it.
@@ -298,6 +309,8 @@ func (s *Stream) sendLocked(e *envelope.Envelope, replayed bool) {
 
 func (s *Stream) gapLocked(err error) {
 	s.closed, s.pending = true, nil
-	s.cancel()
+	if s.cancel != nil {
+		s.cancel()
+	}
 	s.out.Gap(err)
 }

@@ -153,13 +153,13 @@ func (o *fakeOutput) waitFor(t *testing.T, want ...string) {
 	}
 }
 
-func testConfig() Config {
+func testConfig() *Config {
 	c := DefaultConfig()
 	c.RetryInitial, c.RetryFor = time.Millisecond, 200*time.Millisecond
-	return c
+	return &c
 }
 
-func started(t *testing.T, h *fakeHistory, resume string, cfg Config) (*Stream, *fakeOutput) {
+func started(t *testing.T, h *fakeHistory, resume string, cfg *Config) (*Stream, *fakeOutput) {
 	t.Helper()
 	out := newFakeOutput()
 	s := New(context.Background(), "u1", resume, h, out, cfg)
