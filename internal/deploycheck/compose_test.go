@@ -124,6 +124,7 @@ var projectChecks = []projectCheck{
 	{"build contexts and Dockerfiles exist", checkBuilds},
 	{"bind-mounted host paths exist", checkBindMounts},
 	{"nginx upstreams match the gateway services", checkNginxUpstreams},
+	{"gateways and nginx exempt the same networks", checkExemptNetworks},
 	{"restart policy", checkRestart},
 	{"images are named without a registry host", checkImageNames},
 	{"healthcheck runs the service's own binary", checkHealthcheckBinary},
@@ -256,16 +257,20 @@ func gatewayPort(t *testing.T, s types.ServiceConfig) string {
 	return port
 }
 
-func checkNginxUpstreams(t *testing.T, _ string, p *types.Project) {
+// gatewayServices are the websocket-server-* services, by name.
+func gatewayServices(p *types.Project) []types.ServiceConfig {
 	var gateways []types.ServiceConfig
 	for _, s := range sortedServices(p) {
 		if strings.HasPrefix(s.Name, gatewayPrefix) {
 			gateways = append(gateways, s)
 		}
 	}
-	if len(gateways) < 2 {
-		t.Errorf("want at least two %s* services behind nginx, have %d", gatewayPrefix, len(gateways))
-	}
+	return gateways
+}
+
+// nginxService is the nginx service and the config file it bind-mounts.
+func nginxService(t *testing.T, p *types.Project) (types.ServiceConfig, string, []byte) {
+	t.Helper()
 	nginx, ok := p.Services["nginx"]
 	if !ok {
 		t.Fatal("no nginx service")
@@ -283,6 +288,15 @@ func checkNginxUpstreams(t *testing.T, _ string, p *types.Project) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return nginx, confPath, conf
+}
+
+func checkNginxUpstreams(t *testing.T, _ string, p *types.Project) {
+	gateways := gatewayServices(p)
+	if len(gateways) < 2 {
+		t.Errorf("want at least two %s* services behind nginx, have %d", gatewayPrefix, len(gateways))
+	}
+	nginx, confPath, conf := nginxService(t, p)
 	ups, err := testinfra.ParseNginxUpstreams(conf)
 	if err != nil {
 		t.Fatalf("%s: %v", confPath, err)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"strings"
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
@@ -61,19 +60,29 @@ func UserMessagesKey(userID string) string { return rediskeys.UserMessages(userI
 
 // IPConnects limits connection attempts per client address across all
 // instances. IPv6 addresses count per /64 (one host usually owns a whole
-// /64); IPv4-mapped IPv6 counts as the IPv4 address.
-type IPConnects struct{ g gcra }
+// /64); IPv4-mapped IPv6 counts as the IPv4 address. Addresses in an
+// exempt network (LIMIT_EXEMPT_NETWORKS, the networks nginx exempts too)
+// are not limited.
+type IPConnects struct {
+	g          gcra
+	exemptNets []netip.Prefix
+}
 
 // NewIPConnects allows perMinute attempts a minute per address, all of them
-// at once if they come in a burst. 0 disables the limit.
-func NewIPConnects(rdb redis.UniversalClient, perMinute int) *IPConnects {
-	return &IPConnects{newGCRA(rdb, perMinute, perMinute)}
+// at once if they come in a burst, and any number from the exempt networks.
+// 0 disables the limit.
+func NewIPConnects(rdb redis.UniversalClient, perMinute int, exempt ...netip.Prefix) *IPConnects {
+	return &IPConnects{g: newGCRA(rdb, perMinute, perMinute), exemptNets: exempt}
 }
 
 // Allow takes one attempt from ip's allowance. ip is an address, with or
 // without a port (echo's RealIP, r.RemoteAddr); what does not parse counts
-// in one shared "invalid" bucket rather than escaping the limit.
+// in one shared "invalid" bucket rather than escaping the limit. An exempt
+// address is allowed without asking Redis (nothing to count).
 func (l *IPConnects) Allow(ctx context.Context, ip string) (Result, error) {
+	if l.exempt(ip) {
+		return Result{Allowed: true, Remaining: -1}, nil
+	}
 	return l.g.allow(ctx, IPConnectsKey(ip))
 }
 
@@ -82,16 +91,10 @@ func IPConnectsKey(ip string) string { return rediskeys.IPConnects(IPBucket(ip))
 
 // IPBucket is the address a client is counted under.
 func IPBucket(ip string) string {
-	ip = strings.TrimSpace(ip)
-	a, err := netip.ParseAddr(ip)
-	if err != nil {
-		ap, err2 := netip.ParseAddrPort(ip)
-		if err2 != nil {
-			return "invalid"
-		}
-		a = ap.Addr()
+	a, ok := clientAddr(ip)
+	if !ok {
+		return "invalid"
 	}
-	a = a.WithZone("").Unmap()
 	if a.Is6() {
 		p, _ := a.Prefix(64)
 		return p.String()

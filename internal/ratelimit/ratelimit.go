@@ -39,6 +39,10 @@ type Config struct {
 	// IPConnectsPerMin bounds connection attempts per client address
 	// (IPv6 per /64) across instances.
 	IPConnectsPerMin int `env:"LIMIT_IP_CONNECTS_PER_MIN" envDefault:"120"`
+	// ExemptNetworks are client networks IPConnects does not limit; the
+	// default is what nginx.conf's geo $limit_exempt block exempts (see
+	// exempt.go).
+	ExemptNetworks string `env:"LIMIT_EXEMPT_NETWORKS" envDefault:"127.0.0.1/32,::1/128"`
 	// InstanceSockets bounds the sockets one instance holds.
 	InstanceSockets int `env:"LIMIT_INSTANCE_SOCKETS" envDefault:"20000"`
 	// UserTokensPerDay bounds the model tokens one user spends per UTC day.
@@ -63,7 +67,8 @@ func (c Config) Validate() error {
 	case c.UserTokensPerDay < 0:
 		return errors.New("LIMIT_USER_TOKENS_PER_DAY: must not be negative (0 disables)")
 	}
-	return nil
+	_, err := ParseNetworks(c.ExemptNetworks)
+	return err
 }
 
 // Limiters are all the limits built from one Config.
@@ -80,7 +85,7 @@ func New(rdb redis.UniversalClient, cfg Config) *Limiters {
 	return &Limiters{
 		Messages:   NewUserMessages(rdb, cfg.UserMessagesPerMin, cfg.UserMessagesBurst),
 		Sockets:    NewUserSockets(rdb, cfg.UserSockets, cfg.UserSocketTTL),
-		IPConnects: NewIPConnects(rdb, cfg.IPConnectsPerMin),
+		IPConnects: NewIPConnects(rdb, cfg.IPConnectsPerMin, cfg.exemptPrefixes()...),
 		Instance:   NewInstanceSockets(cfg.InstanceSockets),
 		Tokens:     NewDailyTokens(rdb, cfg.UserTokensPerDay),
 	}

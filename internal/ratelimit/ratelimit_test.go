@@ -392,7 +392,7 @@ func TestConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Config{UserMessagesPerMin: 30, UserMessagesBurst: 10, UserSockets: 10, UserSocketTTL: 90 * time.Second,
-		IPConnectsPerMin: 120, InstanceSockets: 20000, UserTokensPerDay: 200000}
+		IPConnectsPerMin: 120, ExemptNetworks: "127.0.0.1/32,::1/128", InstanceSockets: 20000, UserTokensPerDay: 200000}
 	if c != want {
 		t.Fatalf("defaults %+v, want %+v", c, want)
 	}
@@ -404,13 +404,14 @@ func TestConfig(t *testing.T) {
 		"LIMIT_IP_CONNECTS_PER_MIN":  "lots",
 		"LIMIT_INSTANCE_SOCKETS":     "-5",
 		"LIMIT_USER_TOKENS_PER_DAY":  "-1",
+		"LIMIT_EXEMPT_NETWORKS":      "10.0.0.0/33",
 	} {
 		err := config.LoadFrom(&Config{}, map[string]string{env: name})
 		if err == nil || !strings.Contains(err.Error(), env) {
 			t.Errorf("%s=%s: want an error naming it, got %v", env, name, err)
 		}
 	}
-	if len(Names()) != 6 {
+	if len(Names()) != 7 {
 		t.Fatal(Names())
 	}
 }
