@@ -437,3 +437,13 @@ func (l *nginxOutput) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// Publish stands for compose's `ports: "8080:80"`: it returns a TCP
+// forwarder (a Proxy) on a new free loopback port, so clients reach nginx
+// on another port than the one it listens on and the Host header they send
+// names a port nginx's own variables ($server_port) do not know. A test
+// that dials nginx's listen address directly cannot tell
+// `$host:$server_port` from the client's real Host; one that dials the
+// published port can. The Proxy's Refuse and Accept stand for a network
+// outage as the client sees it.
+func (n *Nginx) Publish(t testing.TB) *Proxy { return StartProxy(t, n.addr) }

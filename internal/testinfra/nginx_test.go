@@ -1,6 +1,7 @@
 package testinfra
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -34,6 +35,8 @@ type seenRequest struct {
 	RealIP         string `json:"real_ip"`
 	ForwardedFor   string `json:"forwarded_for"`
 	ForwardedProto string `json:"forwarded_proto"`
+	Host           string `json:"host"`
+	ForwardedHost  string `json:"forwarded_host"`
 	Gateway        string `json:"gateway"`
 }
 
@@ -81,6 +84,8 @@ func (g *fakeGateway) record(r *http.Request) seenRequest {
 		RealIP:         r.Header.Get("X-Real-IP"),
 		ForwardedFor:   r.Header.Get("X-Forwarded-For"),
 		ForwardedProto: r.Header.Get("X-Forwarded-Proto"),
+		Host:           r.Host,
+		ForwardedHost:  r.Header.Get("X-Forwarded-Host"),
 		Gateway:        g.name,
 	}
 	g.mu.Lock()
@@ -564,4 +569,57 @@ func TestNginxSecurityHeadersAndSizes(t *testing.T) {
 	if resp.StatusCode != http.StatusRequestEntityTooLarge {
 		t.Fatalf("100 KiB body: status %d, want 413", resp.StatusCode)
 	}
+}
+
+// The gateway compares a browser's Origin (host:port) with Host, so nginx
+// must pass on the Host the client sent, port included — also when clients
+// reach nginx on a published port other than the one it listens on, as in
+// compose's "8080:80".
+func TestNginxForwardsHostWithPort(t *testing.T) {
+	a := startFakeGateway(t, "gw-a")
+	nginx := StartNginx(t, []string{a.addr()})
+	pub := nginx.Publish(t)
+
+	s, _ := getJSON(t, "http://"+pub.Addr()+"/", nil)
+	if s.Host != pub.Addr() || s.ForwardedHost != pub.Addr() {
+		t.Fatalf("gateway saw Host %q, X-Forwarded-Host %q; want the client's %q", s.Host, s.ForwardedHost, pub.Addr())
+	}
+	// Host without a port (a browser on the default port sends none).
+	status, body := rawHTTP(t, pub.Addr(), "GET / HTTP/1.1\r\nHost: chat.example.com\r\nConnection: close\r\n\r\n")
+	if err := json.Unmarshal([]byte(body), &s); status != http.StatusOK || err != nil || s.Host != "chat.example.com" {
+		t.Fatalf("Host without a port: status %d, gateway saw %q (%v)", status, s.Host, err)
+	}
+
+	// An HTTP/1.0 client may send no Host at all; nginx talks HTTP/1.1 to
+	// the gateway, which refuses a request without Host (400), so nginx
+	// must still send one.
+	status, body = rawHTTP(t, pub.Addr(), "GET / HTTP/1.0\r\n\r\n")
+	if status != http.StatusOK {
+		t.Fatalf("HTTP/1.0 without Host: status %d: %s", status, body)
+	}
+	var seen seenRequest
+	if err := json.Unmarshal([]byte(body), &seen); err != nil || seen.Host == "" {
+		t.Fatalf("HTTP/1.0 without Host: gateway saw %+v (%v)", seen, err)
+	}
+}
+
+// rawHTTP sends req as is and returns the status and body of the answer.
+func rawHTTP(t *testing.T, addr, req string) (int, string) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("read answer: %v", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }

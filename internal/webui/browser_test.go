@@ -3,15 +3,9 @@ package webui
 import (
 	"context"
 	"fmt"
-	"net"
-	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,21 +13,22 @@ import (
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
-	"github.com/chatrelay/chat/internal/auth"
 	"github.com/chatrelay/chat/internal/llm"
 	"github.com/chatrelay/chat/internal/testinfra"
 )
 
 const testSecret = "webui-test-secret-0123456789abcdef"
 
-// site is the page plus /dev/token, with /ws proxied to a real dev stack
-// through a proxy that can cut every socket and refuse new ones on demand.
+// site is the chat as a browser reaches it in the shipped deployment: a
+// dev stack (its gateway serves the page, /dev/token and /ws) behind the
+// real nginx/nginx.conf, which the browser reaches on a published port
+// other than the one nginx listens on, as compose's "8080:80" does. The
+// stack runs with its default limits, as deployed. Cutting the published
+// port drops every socket and refuses new connections, as a lost network
+// does.
 type site struct {
-	srv     *httptest.Server
-	backend string // ws://host:port of the dev stack
-	down    atomic.Bool
-	mu      sync.Mutex
-	conns   map[net.Conn]struct{}
+	pub     *testinfra.Proxy
+	backend string // ws://host:port of the dev stack, bypassing nginx
 }
 
 func startSite(t *testing.T) *site {
@@ -41,50 +36,18 @@ func startSite(t *testing.T) *site {
 	httpAddr, opsAddr := testinfra.FreeAddr(t), testinfra.FreeAddr(t)
 	testinfra.StartProcess(t, "devstack", "devstack", []string{
 		"HTTP_ADDR=" + httpAddr, "OPS_ADDR=" + opsAddr, "AUTH_SECRET=" + testSecret,
-		"RATE_USER_MESSAGES_PER_MIN=0", "LIMIT_IP_CONNECTS_PER_MIN=0",
 	}, "http://"+opsAddr+"/readyz")
-
-	s := &site{backend: "ws://" + httpAddr, conns: map[net.Conn]struct{}{}}
-	target := &url.URL{Scheme: "http", Host: httpAddr}
-	proxy := &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
-		r.SetURL(target)
-		r.Out.Host = r.In.Host // the gateway checks Origin against Host
-	}}
-	mux := http.NewServeMux()
-	mux.Handle("/", Handler())
-	mux.Handle("/dev/token", DevTokenHandler(func(u string) (string, error) { return auth.Mint([]byte(testSecret), u, time.Hour) }))
-	mux.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) {
-		if s.down.Load() {
-			http.Error(w, "down for the test", http.StatusServiceUnavailable)
-			return
-		}
-		proxy.ServeHTTP(w, r)
-	})
-	s.srv = httptest.NewUnstartedServer(mux)
-	s.srv.Config.ConnState = func(c net.Conn, st http.ConnState) {
-		if st == http.StateHijacked { // an upgraded WebSocket
-			s.mu.Lock()
-			s.conns[c] = struct{}{}
-			s.mu.Unlock()
-		}
-	}
-	s.srv.Start()
-	t.Cleanup(s.srv.Close)
-	return s
+	nginx := testinfra.StartNginx(t, []string{httpAddr})
+	return &site{pub: nginx.Publish(t), backend: "ws://" + httpAddr}
 }
 
-// cut closes every proxied socket and refuses new ones until restore.
-func (s *site) cut() {
-	s.down.Store(true)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for c := range s.conns {
-		_ = c.Close()
-		delete(s.conns, c)
-	}
-}
+// URL is the page's address as the browser knows it.
+func (s *site) URL() string { return "http://" + s.pub.Addr() }
 
-func (s *site) restore() { s.down.Store(false) }
+// cut closes every socket and refuses new ones until restore.
+func (s *site) cut() { s.pub.Refuse() }
+
+func (s *site) restore() { s.pub.Accept() }
 
 func startBrowser(t *testing.T) context.Context {
 	t.Helper()
@@ -183,7 +146,7 @@ func screenshotOnFailure(t *testing.T, tab context.Context) {
 func signIn(t *testing.T, tab context.Context, s *site, user string) {
 	t.Helper()
 	run(t, tab, 10*time.Second, "open page",
-		chromedp.Navigate(s.srv.URL),
+		chromedp.Navigate(s.URL()),
 		chromedp.WaitVisible(chromedp.CSS("#dev-signin")),
 		chromedp.SendKeys(chromedp.CSS("#userid"), user),
 		chromedp.Click(chromedp.CSS("#dev-signin")),
@@ -204,8 +167,10 @@ func answerShown(text string) string {
 }
 
 func TestBrowser(t *testing.T) {
-	tab := startBrowser(t)
+	// The site first: building and starting it may take longer than the
+	// browser's own time bound.
 	s := startSite(t)
+	tab := startBrowser(t)
 	var dialog atomic.Bool
 	if err := chromedp.Listen(tab, func(ev any) {
 		if _, ok := ev.(*page.EventJavascriptDialogOpening); ok {
