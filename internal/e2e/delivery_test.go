@@ -3,9 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"maps"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -21,7 +19,6 @@ import (
 	"github.com/chatrelay/chat/internal/protocol"
 	"github.com/chatrelay/chat/internal/redisbus"
 	"github.com/chatrelay/chat/internal/rediskeys"
-	"github.com/chatrelay/chat/internal/telemetry"
 	"github.com/chatrelay/chat/internal/testinfra"
 )
 
@@ -37,32 +34,8 @@ func extraGateway(t *testing.T, s *stack, overrides map[string]string) string {
 	env := maps.Clone(s.Env)
 	env["INSTANCE_ID"] = "gw-extra"
 	maps.Copy(env, overrides)
-	logs := filepath.Join(t.TempDir(), "extra-gateway.log")
-	logFile, err := os.Create(logs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	svcs, err := process.Build(ctx, process.Options{
+	svcs := runServices(t, filepath.Join(t.TempDir(), "extra-gateway.log"), prometheus.NewRegistry(), process.Options{
 		Name: "e2e-extra", Env: env, Services: []string{process.Gateway}, Gateways: 1,
-		Telemetry: &process.Telemetry{
-			Service: "e2e-extra", Log: telemetry.NewLogger(logFile, "e2e-extra", slog.LevelDebug),
-			Out: logFile, Level: slog.LevelDebug, Registry: prometheus.NewRegistry(),
-		},
-	})
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- svcs.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		_ = logFile.Close()
-		if t.Failed() {
-			logProblems(t, logs)
-		}
 	})
 	return "ws://" + svcs.Gateways[0].Addr()
 }

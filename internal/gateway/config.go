@@ -40,6 +40,11 @@ type Config struct {
 	// history, up to all of it), with bursts of ResumesBurst; 0 disables.
 	ResumesPerMin int `env:"WS_RESUMES_PER_MIN" envDefault:"20"`
 	ResumesBurst  int `env:"WS_RESUMES_BURST" envDefault:"5"`
+	// TrustedProxies are the peers whose X-Real-IP header names the client
+	// (nginx): per-address limits and logs use that address. From any
+	// other peer the header is ignored. Narrow it to nginx's network in
+	// production; the default is loopback and the private ranges.
+	TrustedProxies string `env:"TRUSTED_PROXY_NETWORKS" envDefault:"127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7"`
 	// AllowedOrigins lists browser origins allowed besides the server's own.
 	AllowedOrigins []string `env:"WS_ALLOWED_ORIGINS" envSeparator:","`
 
@@ -84,6 +89,9 @@ func (c *Config) Validate() error {
 		return errors.New("WS_RESUMES_PER_MIN: must not be negative (0 disables)")
 	case c.ResumesPerMin > 0 && c.ResumesBurst < 1:
 		return errors.New("WS_RESUMES_BURST: must be at least 1")
+	}
+	if _, err := ratelimit.ParseNetworksOf("TRUSTED_PROXY_NETWORKS", c.TrustedProxies); err != nil {
+		return err
 	}
 	if c.InstanceID == "" {
 		c.InstanceID, _ = os.Hostname()

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -175,8 +176,9 @@ func (g *Gateway) routes() *echo.Echo {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	// The client address for per-IP limits: nginx sets X-Real-IP; it is
-	// trusted only from private and loopback peers (the proxy).
-	e.IPExtractor = echo.ExtractIPFromRealIPHeader(echo.TrustLoopback(true), echo.TrustPrivateNet(true))
+	// believed only from TRUSTED_PROXY_NETWORKS (validated at load).
+	trusted, _ := ratelimit.ParseNetworksOf("TRUSTED_PROXY_NETWORKS", g.cfg.TrustedProxies)
+	e.IPExtractor = realIPExtractor(trusted)
 	e.Use(middleware.Recover())
 	e.Use(httpTracing(g.tracer, "/healthz"))
 	e.GET("/healthz", func(c echo.Context) error { return c.String(http.StatusOK, "ok\n") })
@@ -188,6 +190,15 @@ func (g *Gateway) routes() *echo.Echo {
 	e.GET("/app.js", ui)
 	e.GET("/app.css", ui)
 	return e
+}
+
+// realIPExtractor reads X-Real-IP from trusted peers only.
+func realIPExtractor(trusted []netip.Prefix) echo.IPExtractor {
+	opts := []echo.TrustOption{echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false)}
+	for _, p := range trusted {
+		opts = append(opts, echo.TrustIPRange(&net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}))
+	}
+	return echo.ExtractIPFromRealIPHeader(opts...)
 }
 
 // Handle mounts an extra route (the dev stack's /dev/token); call it before

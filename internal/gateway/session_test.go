@@ -2,9 +2,13 @@ package gateway
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/chatrelay/chat/internal/ratelimit"
 )
 
 // fakeSlots is the user's socket limit in memory; Refresh can be held at a
@@ -75,5 +79,31 @@ func TestReleasedSlotIsNeverRefreshed(t *testing.T) {
 	f.gate = nil
 	if ok, err := slot.refresh(ctx, f, "u1", "c1"); !ok || err != nil || f.held["c1"] {
 		t.Fatalf("refresh after release: ok %v err %v held %v", ok, err, f.held["c1"])
+	}
+}
+
+// X-Real-IP names the client only when nginx (a trusted peer) sends it;
+// anyone else could claim an exempt address with it.
+func TestRealIPOnlyFromTrustedProxies(t *testing.T) {
+	for _, tc := range []struct {
+		trusted, peer, header, want string
+	}{
+		{"127.0.0.0/8,10.0.0.0/8", "10.1.2.3:4000", "203.0.113.9", "203.0.113.9"},
+		{"127.0.0.0/8,10.0.0.0/8", "127.0.0.1:4000", "203.0.113.9", "203.0.113.9"},
+		{"10.9.0.0/16", "127.0.0.1:4000", "127.0.0.1", "127.0.0.1"},
+		{"10.9.0.0/16", "10.1.2.3:4000", "127.0.0.1", "10.1.2.3"},
+		{"none", "127.0.0.1:4000", "203.0.113.9", "127.0.0.1"},
+		{"::1/128", "[::1]:4000", "2001:db8::1", "2001:db8::1"},
+	} {
+		nets, err := ratelimit.ParseNetworksOf("TRUSTED_PROXY_NETWORKS", tc.trusted)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := httptest.NewRequest(http.MethodGet, "/ws", nil)
+		r.RemoteAddr = tc.peer
+		r.Header.Set("X-Real-IP", tc.header)
+		if got := realIPExtractor(nets)(r); got != tc.want {
+			t.Errorf("trusted %s, peer %s, X-Real-IP %s: client %s, want %s", tc.trusted, tc.peer, tc.header, got, tc.want)
+		}
 	}
 }

@@ -21,6 +21,12 @@ const noNetworks = "none"
 // networks, a bare address standing for itself alone, or "none". Errors
 // name the variable.
 func ParseNetworks(s string) ([]netip.Prefix, error) {
+	return ParseNetworksOf("LIMIT_EXEMPT_NETWORKS", s)
+}
+
+// ParseNetworksOf parses a list of networks in the same form for the
+// setting named variable (TRUSTED_PROXY_NETWORKS, say).
+func ParseNetworksOf(variable, s string) ([]netip.Prefix, error) {
 	if strings.TrimSpace(s) == noNetworks {
 		return nil, nil
 	}
@@ -28,7 +34,7 @@ func ParseNetworks(s string) ([]netip.Prefix, error) {
 	for _, f := range strings.Split(s, ",") {
 		p, err := parseNetwork(strings.TrimSpace(f))
 		if err != nil {
-			return nil, fmt.Errorf("LIMIT_EXEMPT_NETWORKS: %w (want comma-separated networks such as 127.0.0.1/32,::1/128, or %q)", err, noNetworks)
+			return nil, fmt.Errorf("%s: %w (want comma-separated networks such as 127.0.0.1/32,::1/128, or %q)", variable, err, noNetworks)
 		}
 		out = append(out, p)
 	}
