@@ -36,12 +36,16 @@ type Config struct {
 	OfflineLatency time.Duration `env:"LLM_OFFLINE_LATENCY" envDefault:"0s"`
 	// Retry, budget and breaker around model calls.
 	LLM llm.Policy
-	// Limits: the daily token budget per user is spent here.
+	// Limits: the daily token budget per user is reserved here before each
+	// model call and settled with the call's real use after it.
 	Limits ratelimit.Config
 	// ModelLimits are shared by every ai-consumer instance (the provider's
 	// quota is per account): requests and tokens per minute, calls in flight.
 	ModelLimits ratelimit.ModelConfig
-	// MaxConcurrency bounds model calls in flight in this instance.
+	// MaxConcurrency bounds model calls in flight in this instance;
+	// MaxInFlight the records handed out and not finished (waiting for a
+	// slot, Redis or a retry included); ModelLimits.MaxConcurrent the calls
+	// of all instances. New says how the three nest.
 	MaxConcurrency int `env:"LLM_MAX_CONCURRENCY" envDefault:"1024"`
 
 	Group       string        `env:"AI_CONSUMER_GROUP" envDefault:"ai-consumer"`

@@ -36,10 +36,12 @@ func DailyTokensKey(userID string, t time.Time) string {
 	return rediskeys.DailyTokens(userID, t)
 }
 
-// spendScript adds ARGV[1] and makes sure the key expires (ARGV[2] s) even
-// if an earlier call died between INCRBY and EXPIRE.
-var spendScript = redis.NewScript(`
+// addScript adds ARGV[1] (negative to give tokens back, never below 0) and
+// makes sure the key expires (ARGV[2] s) even if an earlier call died
+// between INCRBY and EXPIRE.
+var addScript = redis.NewScript(`
 local v = redis.call('INCRBY', KEYS[1], ARGV[1])
+if v < 0 then v = redis.call('INCRBY', KEYS[1], -v) end
 if redis.call('TTL', KEYS[1]) < 0 then
   redis.call('EXPIRE', KEYS[1], ARGV[2])
 end
@@ -51,7 +53,7 @@ const Unlimited = math.MaxInt64
 
 // Spend records n tokens spent by userID today and returns what is left
 // (0 when the budget is used up or overdrawn). Tokens already spent are
-// always recorded: the check belongs before the work (Remaining).
+// always recorded: the check belongs before the work (Reserve, Remaining).
 func (d *DailyTokens) Spend(ctx context.Context, userID string, n int64) (int64, error) {
 	if d.limit <= 0 {
 		return Unlimited, nil
@@ -63,12 +65,100 @@ func (d *DailyTokens) Spend(ctx context.Context, userID string, n int64) (int64,
 		return d.Remaining(ctx, userID)
 	}
 	now := d.Now()
+	used, err := d.add(ctx, userID, now, n, d.untilMidnight(now)+dayGrace)
+	if err != nil {
+		return 0, err
+	}
+	return max(d.limit-used, 0), nil
+}
+
+// DailyLimitMessage is what a user is told when the day's budget is spent:
+// by the gateway refusing a message, and by the ai-consumer answering one
+// it does not send to the model.
+const DailyLimitMessage = "daily limit reached; it resets at 00:00 UTC"
+
+// Reservation is what one model call holds against its user's budget
+// between Reserve and Settle.
+type Reservation struct {
+	UserID string
+	// At is when it was made: it is settled on that UTC day's counter, so
+	// a call that straddles midnight does not charge the new day.
+	At time.Time
+	// Tokens is how many it holds (0 when the budget is disabled).
+	Tokens int64
+}
+
+// reserveScript adds ARGV[1] unless the counter would then pass ARGV[2]
+// (returning -1), in one step, so that concurrent reservations of one user
+// together stay within the limit.
+var reserveScript = redis.NewScript(`
+local n = tonumber(ARGV[1])
+if tonumber(redis.call('GET', KEYS[1]) or '0') + n > tonumber(ARGV[2]) then
+  return -1
+end
+local v = redis.call('INCRBY', KEYS[1], n)
+if redis.call('TTL', KEYS[1]) < 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+end
+return v
+`)
+
+// Reserve holds estimate tokens of userID's budget for a model call that is
+// about to start; ok is false (and nothing is held) when the tokens used
+// and held today plus estimate would pass the limit. An estimate above the
+// whole limit holds the whole limit, so a long conversation can still be
+// answered on a fresh day. Every reservation must be Settled.
+//
+// What the budget bounds, then: with at most one reservation of a user in
+// flight (the ai-consumer handles one user's messages in order), the day's
+// count ends at most one answer's tokens beyond its estimate over the limit
+// (the last call allowed may use more than it reserved); k reservations in
+// flight at once (two consumers during a partition hand-over) can pass it by
+// what each of the k used beyond its estimate.
+func (d *DailyTokens) Reserve(ctx context.Context, userID string, estimate int64) (r Reservation, ok bool, err error) {
+	if d.limit <= 0 {
+		return Reservation{}, true, nil
+	}
+	now := d.Now()
+	n := min(max(estimate, 1), d.limit)
 	ttl := int64((d.untilMidnight(now) + dayGrace) / time.Second)
-	used, err := spendScript.Run(ctx, d.rdb, []string{DailyTokensKey(userID, now)}, n, ttl).Int64()
+	v, err := reserveScript.Run(ctx, d.rdb, []string{DailyTokensKey(userID, now)}, n, d.limit, ttl).Int64()
+	if err != nil {
+		return Reservation{}, false, fmt.Errorf("daily tokens: reserve: %w", err)
+	}
+	if v < 0 {
+		return Reservation{}, false, nil
+	}
+	return Reservation{UserID: userID, At: now, Tokens: n}, true, nil
+}
+
+// Settle replaces r by the tokens the call really used: 0 releases it (the
+// call failed). A reservation whose day's counter has expired is dropped.
+func (d *DailyTokens) Settle(ctx context.Context, r Reservation, used int64) error {
+	if d.limit <= 0 || r.UserID == "" {
+		return nil
+	}
+	if used < 0 {
+		return errors.New("daily tokens: negative use")
+	}
+	left := d.untilMidnight(r.At) + dayGrace - d.Now().Sub(r.At)
+	if used == r.Tokens || left < time.Second {
+		return nil
+	}
+	if _, err := d.add(ctx, r.UserID, r.At, used-r.Tokens, left); err != nil {
+		return fmt.Errorf("settle: %w", err)
+	}
+	return nil
+}
+
+// add adds n (which may be negative) to userID's counter of the day of t,
+// which lives ttl from now if it has no expiry yet.
+func (d *DailyTokens) add(ctx context.Context, userID string, t time.Time, n int64, ttl time.Duration) (int64, error) {
+	v, err := addScript.Run(ctx, d.rdb, []string{DailyTokensKey(userID, t)}, n, int64(ttl/time.Second)).Int64()
 	if err != nil {
 		return 0, fmt.Errorf("daily tokens: %w", err)
 	}
-	return max(d.limit-used, 0), nil
+	return v, nil
 }
 
 // Remaining is what userID may still spend today (Unlimited when disabled).

@@ -188,4 +188,5 @@ func Ping(ctx context.Context, c redis.UniversalClient) error {
 // it lives on the slot of the user's keys).
 func UserChannel(userID string) string { return rediskeys.Live(userID) }
 
+// UserFromChannel inverts UserChannel.
 func UserFromChannel(ch string) (string, bool) { return rediskeys.UserFromLive(ch) }
