@@ -1,6 +1,8 @@
 // Package relay is the message-relay service: it consumes answers from the
 // responses topic and publishes each on its user's Redis channel, committing
-// a record only after Redis accepted it.
+// a record only after Redis accepted it. It owns the handling of one answer
+// record; what it needs from Redis is one small interface (store), so the
+// handler is tested with an in-memory fake.
 package relay
 
 import (
@@ -25,6 +27,7 @@ import (
 	"github.com/chatrelay/chat/internal/kafka"
 	"github.com/chatrelay/chat/internal/ops"
 	"github.com/chatrelay/chat/internal/redisbus"
+	"github.com/chatrelay/chat/internal/rediskeys"
 	"github.com/chatrelay/chat/internal/telemetry"
 )
 
@@ -55,13 +58,34 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// store is the user's history and live channel, as the relay uses them.
+type store interface {
+	// AppendPublish appends answer to the user's history once per response
+	// id and publishes payload on channel with the answer's cursor written
+	// where placeholder is, in one round trip; it returns the cursor, the
+	// first append's for a redelivered answer (history.Store).
+	AppendPublish(ctx context.Context, answer *envelope.Envelope, channel string, payload []byte, placeholder string) (string, error)
+	// Publish sends e on its user's channel, without the history (chunks).
+	Publish(ctx context.Context, e *envelope.Envelope) error
+}
+
+// redisStore is the store on Redis.
+type redisStore struct {
+	*history.Store
+	rdb redis.UniversalClient
+}
+
+func (s redisStore) Publish(ctx context.Context, e *envelope.Envelope) error {
+	return redisbus.Publish(ctx, s.rdb, e)
+}
+
 // Relay is the running service.
 type Relay struct {
-	cfg     Config
-	log     *slog.Logger
-	rdb     redis.UniversalClient
-	history *history.Store
-	worker  *kafka.Worker
+	cfg    Config
+	log    *slog.Logger
+	store  store
+	rdb    redis.UniversalClient // nil in unit tests
+	worker *kafka.Worker         // nil in unit tests
 
 	publishSeconds prometheus.Histogram
 	publishErrors  prometheus.Counter
@@ -73,18 +97,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 	if err != nil {
 		return nil, err
 	}
-	r := &Relay{cfg: cfg, log: log, rdb: rdb, history: history.New(rdb, cfg.History)}
-	r.publishSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
-		Namespace: telemetry.Namespace, Subsystem: "redis", Name: "publish_seconds",
-		Help:    "Latency of storing an answer in its user's history and publishing it on the user's Redis channel (one round trip).",
-		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
-	})
-	r.publishErrors = prometheus.NewCounter(prometheus.CounterOpts{
-		Namespace: telemetry.Namespace, Subsystem: "redis", Name: "publish_errors_total",
-		Help: "Failed publishes to Redis (each is retried).",
-	})
-	reg.MustRegister(r.publishSeconds, r.publishErrors)
-
+	r := newRelay(cfg, log, reg, redisStore{Store: history.New(rdb, cfg.History), rdb: rdb})
+	r.rdb = rdb
 	w, err := kafka.NewWorker(ctx, kafka.WorkerConfig{
 		Kafka: cfg.Kafka, ClientID: "message-relay", Group: cfg.Group, Topic: kafka.TopicResponses,
 		MaxInFlight: cfg.MaxInFlight, Drain: cfg.Drain, Log: log, Registerer: reg,
@@ -95,6 +109,23 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 	}
 	r.worker = w
 	return r, nil
+}
+
+// newRelay builds the handler's side of the relay on st, without clients of
+// its own: New adds them, unit tests pass a fake.
+func newRelay(cfg Config, log *slog.Logger, reg prometheus.Registerer, st store) *Relay {
+	r := &Relay{cfg: cfg, log: log, store: st}
+	r.publishSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: telemetry.Namespace, Subsystem: "redis", Name: "publish_seconds",
+		Help:    "Latency of storing an answer in its user's history and publishing it on the user's Redis channel (one round trip).",
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
+	})
+	r.publishErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: telemetry.Namespace, Subsystem: "redis", Name: "publish_errors_total",
+		Help: "Failed publishes to Redis (each is retried).",
+	})
+	reg.MustRegister(r.publishSeconds, r.publishErrors)
+	return r
 }
 
 // Checks are the relay's readiness checks.
@@ -113,13 +144,14 @@ func (r *Relay) Run(ctx context.Context) error {
 	return err
 }
 
+// tracer makes the producer span of each publish.
+var tracer = otel.Tracer("github.com/chatrelay/chat/internal/relay")
+
 // handle appends one answer (with its question) to the user's history, then
 // publishes it with its history cursor. The append is idempotent per
 // response id, so a redelivered record neither duplicates the history nor
 // changes the cursor clients de-duplicate on. A record that does not decode
 // is permanent (dead-lettered); a Redis failure is returned and retried.
-var tracer = otel.Tracer("github.com/chatrelay/chat/internal/relay")
-
 func (r *Relay) handle(ctx context.Context, rec *kgo.Record) error {
 	e, err := envelope.Unmarshal(rec.Value)
 	if err != nil {
@@ -131,9 +163,9 @@ func (r *Relay) handle(ctx context.Context, rec *kgo.Record) error {
 	if e.Type == envelope.TypeChunk {
 		// Chunks are a live preview: not kept in the history (the final
 		// response holds the whole text), just passed on.
-		if err := redisbus.Publish(ctx, r.rdb, e); err != nil {
+		if err := r.store.Publish(ctx, e); err != nil {
 			r.publishErrors.Inc()
-			return err
+			return fmt.Errorf("relay: %w", err)
 		}
 		return nil
 	}
@@ -141,7 +173,7 @@ func (r *Relay) handle(ctx context.Context, rec *kgo.Record) error {
 	// copy carries the cursor the append makes, written by Redis in place
 	// of a random placeholder.
 	// The producer span is the parent the delivering gateway continues.
-	channel := redisbus.UserChannel(e.UserID)
+	channel := rediskeys.Live(e.UserID)
 	ctx, span := tracer.Start(ctx, "publish", trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
 		attribute.String("messaging.system", "redis"), attribute.String("messaging.operation.type", "publish"),
 		attribute.String("messaging.destination.name", channel), attribute.String("messaging.message.id", e.ID)))
@@ -154,12 +186,12 @@ func (r *Relay) handle(ctx context.Context, rec *kgo.Record) error {
 		return kafka.Permanent(fmt.Errorf("relay: %w", err))
 	}
 	start := time.Now()
-	cursor, err := r.history.AppendPublish(ctx, e, channel, payload, placeholder)
+	cursor, err := r.store.AppendPublish(ctx, e, channel, payload, placeholder)
 	if err != nil {
 		r.publishErrors.Inc()
 		span.RecordError(err)
 		span.SetStatus(codes.Error, "store and publish failed")
-		return err
+		return fmt.Errorf("relay: %w", err)
 	}
 	r.publishSeconds.Observe(time.Since(start).Seconds())
 	r.log.DebugContext(ctx, "answer published", "response_id", e.ID, "reply_to", e.ReplyTo, "cursor", cursor)
