@@ -26,8 +26,8 @@ import (
 )
 
 // What a user is told when their message cannot be answered; details stay
-// in the logs. A message refused for the daily token budget gets
-// ratelimit.DailyLimitMessage, the gateway's words for the same refusal.
+// in the logs. A message refused for the daily token budget gets the
+// gateway's words for the same refusal (protocol.FrameTokenBudget).
 const (
 	FailureMessage     = "Sorry, the assistant could not answer this message."
 	UnavailableMessage = "Service temporarily unavailable"

@@ -15,7 +15,7 @@ import (
 	"github.com/chatrelay/chat/internal/ids"
 	"github.com/chatrelay/chat/internal/kafka"
 	"github.com/chatrelay/chat/internal/llm"
-	"github.com/chatrelay/chat/internal/ratelimit"
+	"github.com/chatrelay/chat/internal/protocol"
 	"github.com/chatrelay/chat/internal/telemetry"
 )
 
@@ -73,7 +73,7 @@ func (s *Service) callModel(ctx context.Context, in *envelope.Envelope, req llm.
 	}
 	if !ok {
 		s.log.InfoContext(ctx, "message not answered: daily token budget spent", "message_id", in.ID)
-		return ratelimit.DailyLimitMessage, true, nil
+		return protocol.FrameTokenBudget.Message, true, nil
 	}
 	st.held, st.used = &r, 0
 	resp, err := s.complete(ctx, in, req, est, onDelta)

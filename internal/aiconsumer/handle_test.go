@@ -12,6 +12,7 @@ import (
 	"github.com/chatrelay/chat/internal/envelope"
 	"github.com/chatrelay/chat/internal/kafka"
 	"github.com/chatrelay/chat/internal/llm"
+	"github.com/chatrelay/chat/internal/protocol"
 	"github.com/chatrelay/chat/internal/ratelimit"
 )
 
@@ -101,8 +102,8 @@ func TestBudgetRefusalIsAnErrorAnswerWithoutAModelCall(t *testing.T) {
 	if r.model.called() != 0 {
 		t.Fatalf("model called %d times with the budget spent", r.model.called())
 	}
-	if len(r.out.answers) != 1 || r.out.answers[0].Type != envelope.TypeError || r.out.answers[0].Content != ratelimit.DailyLimitMessage {
-		t.Fatalf("answers %+v, want one error answer saying %q", r.out.answers, ratelimit.DailyLimitMessage)
+	if len(r.out.answers) != 1 || r.out.answers[0].Type != envelope.TypeError || r.out.answers[0].Content != protocol.FrameTokenBudget.Message {
+		t.Fatalf("answers %+v, want one error answer saying %q", r.out.answers, protocol.FrameTokenBudget.Message)
 	}
 	if _, stored := r.answers.stored["m1"]; !stored {
 		t.Fatal("the refusal is stored like any answer, so a redelivery repeats it")
@@ -140,7 +141,7 @@ func TestBurstStaysWithinTheDailyBudget(t *testing.T) {
 		t.Fatalf("used %d of %d; want the three calls' %d, within one call's excess over its estimate", used, limit, 3*perCall)
 	}
 	for _, a := range r.out.answers[3:] {
-		if a.Type != envelope.TypeError || a.Content != ratelimit.DailyLimitMessage {
+		if a.Type != envelope.TypeError || a.Content != protocol.FrameTokenBudget.Message {
 			t.Fatalf("answer past the budget: %+v", a)
 		}
 	}

@@ -72,11 +72,6 @@ func (d *DailyTokens) Spend(ctx context.Context, userID string, n int64) (int64,
 	return max(d.limit-used, 0), nil
 }
 
-// DailyLimitMessage is what a user is told when the day's budget is spent:
-// by the gateway refusing a message, and by the ai-consumer answering one
-// it does not send to the model.
-const DailyLimitMessage = "daily limit reached; it resets at 00:00 UTC"
-
 // Reservation is what one model call holds against its user's budget
 // between Reserve and Settle.
 type Reservation struct {
