@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/chatrelay/chat/internal/envelope"
@@ -246,7 +247,8 @@ func (h *Hub) connectionLost() {
 func (h *Hub) Run(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { _ = h.ps.Close() })
 	defer stop()
-	backoff := 50 * time.Millisecond
+	retry := backoff.NewExponentialBackOff()
+	retry.InitialInterval, retry.MaxInterval = 50*time.Millisecond, 5*time.Second
 	for {
 		msg, err := h.ps.ReceiveTimeout(ctx, 15*time.Second)
 		if ctx.Err() != nil {
@@ -264,17 +266,17 @@ func (h *Hub) Run(ctx context.Context) error {
 			if errors.Is(err, redis.ErrClosed) {
 				return nil
 			}
-			h.log.Warn("redis pubsub receive failed; reconnecting", "error", err, "retry_in", backoff.String())
+			wait := retry.NextBackOff()
+			h.log.Warn("redis pubsub receive failed; reconnecting", "error", err, "retry_in", wait.String())
 			h.lost()
 			select {
 			case <-ctx.Done():
 				return nil
-			case <-time.After(backoff):
+			case <-time.After(wait):
 			}
-			backoff = min(2*backoff, 5*time.Second)
 			continue
 		}
-		backoff = 50 * time.Millisecond
+		retry.Reset()
 		switch m := msg.(type) {
 		case *redis.Subscription:
 			h.confirmed(m.Kind, m.Channel)
