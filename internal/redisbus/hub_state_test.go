@@ -157,19 +157,28 @@ func pending(t *testing.T, res chan error, what string) {
 	}
 }
 
+// subscribeThenLeave subscribes a sink of u1 (confirmed), then removes it:
+// the UNSUBSCRIBE is sent and not yet confirmed.
+func subscribeThenLeave(t *testing.T, h *Hub, f *fakePubSub) {
+	t.Helper()
+	ch := UserChannel("u1")
+	a := newSink()
+	res := subscribeAsync(h, "u1", a)
+	f.expect("subscribe " + ch)
+	f.confirm(ch)
+	waitErr(t, res, "first subscribe")
+	h.remove("u1", a)
+	f.expect("unsubscribe " + ch)
+}
+
 func TestHubStateMachine(t *testing.T) {
 	ch := UserChannel("u1")
 
 	t.Run("a sink arriving during an unsubscribe waits for it, then subscribes", func(t *testing.T) {
 		h, f := startFakeHub(t)
-		a, b := newSink(), newSink()
-		res := subscribeAsync(h, "u1", a)
-		f.expect("subscribe " + ch)
-		f.confirm(ch)
-		waitErr(t, res, "first subscribe")
-		h.remove("u1", a)
-		f.expect("unsubscribe " + ch)
-		res = subscribeAsync(h, "u1", b)
+		b := newSink()
+		subscribeThenLeave(t, h, f)
+		res := subscribeAsync(h, "u1", b)
 		f.quiet() // no SUBSCRIBE while the UNSUBSCRIBE is unconfirmed
 		pending(t, res, "second subscribe")
 		f.confirm(ch)
@@ -183,14 +192,9 @@ func TestHubStateMachine(t *testing.T) {
 
 	t.Run("the connection is lost while unsubscribing, with a sink waiting", func(t *testing.T) {
 		h, f := startFakeHub(t)
-		a, b := newSink(), newSink()
-		res := subscribeAsync(h, "u1", a)
-		f.expect("subscribe " + ch)
-		f.confirm(ch)
-		waitErr(t, res, "first subscribe")
-		h.remove("u1", a)
-		f.expect("unsubscribe " + ch)
-		res = subscribeAsync(h, "u1", b)
+		b := newSink()
+		subscribeThenLeave(t, h, f)
+		res := subscribeAsync(h, "u1", b)
 		pending(t, res, "second subscribe")
 		f.drop() // the UNSUBSCRIBE's confirmation will never come
 		f.expect("subscribe " + ch)
