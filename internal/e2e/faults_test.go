@@ -564,7 +564,8 @@ Setup: two websocket-servers behind real nginx, ai-consumer and message-relay
 as separate processes, real redis-server (append-only persistence), a kfake
 broker with a data directory, and a fake OpenAI server. ` + fmt.Sprint(faultUsers) + ` users send one
 message every ` + sendInterval.String() + ` each through nginx, reconnecting with their last cursor
-(resume) whenever their socket closes. Each scenario runs 3 s of load, the
+(resume: the last answer's, or the ready frame's before any answer, as the
+shipped clients do) whenever their socket closes. Each scenario runs 3 s of load, the
 fault, 3 s more load, then waits up to ` + drainDeadline.String() + ` for every acknowledged message
 to be answered.
 
@@ -584,6 +585,7 @@ to be answered.
 			r.name, r.sent, r.acked, r.answered, r.errors, r.lost, r.duplicated, r.notQueued, r.recovery, r.modelCalls, r.dlqIncoming, r.dlqResponses)
 	}
 	fmt.Fprintf(&b, "\nLast run: %s, %s.\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), runtimeNote())
+	b.WriteString(deliveryCoverage)
 	path := filepath.Join(testinfra.RepoRoot(t), "docs", "reliability.md")
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)
@@ -592,6 +594,32 @@ to be answered.
 		t.Fatal(err)
 	}
 }
+
+// deliveryCoverage names the interleavings tested one by one, beside the
+// suite's load.
+const deliveryCoverage = `
+## Interleavings tested one by one
+
+The suite runs faults under load; these tests force one interleaving each
+(` + "`internal/e2e/delivery_test.go`, `internal/redisbus/hub_*_test.go`, `internal/delivery`" + `):
+
+- two sockets of one user on two instances while one instance's Redis
+  connections are cut and restored: every answer reaches both sockets
+  exactly once, including an answer the other instance delivered (and
+  marked delivered for the user) while this one was cut off;
+- a socket that resumes with a cursor while the user's delivered marker
+  lags behind it: a later resubscription sends nothing before its cursor;
+- the history unreadable while a subscription is renewed: live answers wait,
+  the socket closes with 1013 after 15 s, and a resume gets everything;
+- an answer written into a socket that dies: a reconnect with the ready
+  frame's cursor gets it;
+- the last socket of a user leaving while a new one arrives on the same
+  instance (UNSUBSCRIBE held in flight): the new socket is subscribed.
+
+What does not hold: a client that reconnects without any cursor starts
+after the last answer written to any of the user's sockets, so an answer
+written into a socket that died just before is not sent to it again.
+`
 
 func runtimeNote() string {
 	if testinfra.InCI() {
