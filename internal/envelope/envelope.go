@@ -26,6 +26,14 @@ const (
 	TypeResponse = "response" // the model's answer, on responses and Redis
 	TypeError    = "error"    // a message that could not be answered
 	TypeChunk    = "chunk"    // a piece of a streamed answer (never stored)
+	TypeStatus   = "status"   // news of an answer on its way, e.g. late (never stored)
+)
+
+// States of a status envelope.
+const (
+	// StateDelayed: the answer is overdue (the model is failing or rate
+	// limited) and still coming until the message's answer deadline.
+	StateDelayed = "delayed"
 )
 
 // Envelope is the payload. ID is the message id for a message and the
@@ -54,6 +62,12 @@ type Envelope struct {
 	// Stream (messages) asks for chunks; Seq numbers a chunk from 1.
 	Stream bool `json:"stream,omitempty"`
 	Seq    int  `json:"seq,omitempty"`
+	// State (status envelopes) says how the answer stands (StateDelayed);
+	// Content then holds a short reason for a person.
+	State string `json:"state,omitempty"`
+	// Model (responses) names the model that answered, when the answer
+	// may come from a fallback.
+	Model string `json:"model,omitempty"`
 }
 
 // ErrInvalid marks an envelope that can never be processed (a poison record).
@@ -87,7 +101,7 @@ func (e *Envelope) Validate() error {
 	switch {
 	case e.V != Version:
 		return fmt.Errorf("%w: unsupported version %d", ErrInvalid, e.V)
-	case e.Type != TypeMessage && e.Type != TypeResponse && e.Type != TypeError && e.Type != TypeChunk:
+	case e.Type != TypeMessage && e.Type != TypeResponse && e.Type != TypeError && e.Type != TypeChunk && e.Type != TypeStatus:
 		return fmt.Errorf("%w: unknown type %q", ErrInvalid, e.Type)
 	case e.ID == "":
 		return fmt.Errorf("%w: missing id", ErrInvalid)
@@ -95,6 +109,8 @@ func (e *Envelope) Validate() error {
 		return fmt.Errorf("%w: missing userid", ErrInvalid)
 	case e.Type != TypeMessage && e.ReplyTo == "":
 		return fmt.Errorf("%w: %s without reply_to", ErrInvalid, e.Type)
+	case e.Type == TypeStatus && e.State == "":
+		return fmt.Errorf("%w: status without state", ErrInvalid)
 	}
 	return nil
 }

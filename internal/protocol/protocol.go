@@ -39,6 +39,10 @@ const (
 	// or, without one, after what was last delivered to the user). A client
 	// that keeps it, and then each answer's cursor, can always resume.
 	TypeReady = "ready"
+	// TypeStatus says how an answer on its way stands: state "delayed"
+	// with a short reason in message, for the message in reply_to; the
+	// answer follows (or, at its deadline, one error frame).
+	TypeStatus = "status"
 )
 
 // TimeFormat is RFC 3339 with milliseconds, always in UTC.
@@ -78,6 +82,10 @@ type ServerFrame struct {
 	// Seq and Delta are a chunk frame's place in the answer and its text.
 	Seq   int    `json:"seq,omitempty"`
 	Delta string `json:"delta,omitempty"`
+	// State (status frames) is how the answer stands ("delayed").
+	State string `json:"state,omitempty"`
+	// Model (responses) names the model that answered.
+	Model string `json:"model,omitempty"`
 }
 
 // Reason is a bounded label for why a frame was rejected (used in metrics).
