@@ -270,6 +270,14 @@ func (c *client) handle(f frame) {
 		if f.ID != "" {
 			c.waiting[f.ID] = true
 		}
+	case "status":
+		// The answer is late but coming; say so once per news, on a line
+		// of its own (no answer text has been written yet).
+		if f.ReplyTo != "" && f.Message != "" {
+			if _, started := c.partial[f.ReplyTo]; !started {
+				fmt.Fprintf(c.out, "* %s\n", f.Message)
+			}
+		}
 	case "chunk":
 		if f.ReplyTo == "" || f.Delta == "" {
 			return

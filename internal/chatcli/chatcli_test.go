@@ -135,3 +135,15 @@ func TestDevStack(t *testing.T) {
 		}
 	}
 }
+
+// A status frame (the answer is late) is shown on a line of its own, and
+// the answer follows as usual.
+func TestStatusIsShown(t *testing.T) {
+	var out strings.Builder
+	c := &client{out: &out, partial: map[string]string{}, waiting: map[string]bool{"m1": true}, seen: map[string]bool{}, pending: map[string]string{}}
+	c.handle(frame{Type: "status", ReplyTo: "m1", Message: "The assistant is busy; your answer is on its way."})
+	c.handle(frame{Type: "response", ID: "r1", ReplyTo: "m1", Content: "hello"})
+	if got := out.String(); !strings.Contains(got, "* The assistant is busy; your answer is on its way.\n") || !strings.Contains(got, "hello") {
+		t.Fatalf("printed %q", got)
+	}
+}

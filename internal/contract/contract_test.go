@@ -89,7 +89,7 @@ func (s *spec) refuses(t *testing.T, schema, data string) {
 	}
 }
 
-var frameSchema = map[string]string{"ack": "Ack", "response": "Response", "error": "Error", "chunk": "Chunk"}
+var frameSchema = map[string]string{"ready": "Ready", "ack": "Ack", "status": "Status", "response": "Response", "error": "Error", "chunk": "Chunk"}
 
 func TestSpecDescribesEveryChannel(t *testing.T) {
 	s := loadSpec(t)
@@ -128,6 +128,7 @@ func TestEnvelopeMatches(t *testing.T) {
 	s := loadSpec(t)
 	now := time.Now()
 	for _, e := range []*envelope.Envelope{
+		{Type: envelope.TypeStatus, State: envelope.StateDelayed, ID: "01STS", ReplyTo: "01MSG", UserID: "u1", Content: "on its way", CorrelationID: "corr-1", Timestamp: now},
 		{Type: envelope.TypeMessage, ID: "01MSG", UserID: "u1", Content: "hi", ClientID: "c-1", CorrelationID: "corr-1", Timestamp: now, AcceptedAt: now,
 			TraceParent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", TraceState: "k=v"},
 		{Type: envelope.TypeResponse, ID: "01RSP", ReplyTo: "01MSG", UserID: "u1", Content: "hello", CorrelationID: "corr-1", Timestamp: now,
@@ -159,6 +160,7 @@ func TestServiceFramesMatch(t *testing.T) {
 		"RATE_USER_MESSAGES_PER_MIN=0", "LIMIT_IP_CONNECTS_PER_MIN=0",
 	}, "http://"+opsAddr+"/readyz")
 	c := testinfra.DialChat(t, "ws://"+httpAddr, secret, "contract-u1")
+	c.KeepReady = true // the ready frame is checked too
 
 	validate := func(f testinfra.Frame) {
 		t.Helper()
@@ -174,6 +176,8 @@ func TestServiceFramesMatch(t *testing.T) {
 	if err := c.SendRaw(good); err != nil {
 		t.Fatal(err)
 	}
+	ready, _ := c.Expect(t, "ready", 15*time.Second)
+	validate(ready)
 	ack, others := c.Expect(t, "ack", 15*time.Second)
 	validate(ack)
 	resp, more := c.Expect(t, "response", 15*time.Second)

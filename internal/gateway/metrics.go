@@ -110,7 +110,7 @@ func (m *metrics) zero() {
 	for _, v := range dropReasons {
 		m.dropped.WithLabelValues(v)
 	}
-	for _, v := range [][2]string{{"in", "message"}, {"in", protocol.FrameInvalid.Reason}, {"out", "ack"}, {"out", "response"}, {"out", "error"}, {"out", "chunk"}, {"out", "ready"}} {
+	for _, v := range [][2]string{{"in", "message"}, {"in", protocol.FrameInvalid.Reason}, {"out", "ack"}, {"out", "response"}, {"out", "error"}, {"out", "chunk"}, {"out", "status"}, {"out", "ready"}} {
 		m.frames.WithLabelValues(v[0], v[1])
 	}
 	m.produce.WithLabelValues("ok")

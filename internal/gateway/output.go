@@ -29,11 +29,10 @@ func (c *conn) Ready(position string) {
 // the message's trace in a delivery span; a chunk is a preview with no span
 // of its own. Once written, a cursor moves the user's delivered marker.
 func (c *conn) Answer(e *envelope.Envelope, replayed bool) {
-	if e.Type == envelope.TypeChunk {
-		c.enqueue(outFrame{typ: e.Type, data: protocol.Encode(protocol.ServerFrame{
-			Type: protocol.TypeChunk, ID: e.ID, UserID: e.UserID, ReplyTo: e.ReplyTo, ClientID: e.ClientID,
-			CorrelationID: e.CorrelationID, Seq: e.Seq, Delta: e.Content, Timestamp: protocol.FormatTime(e.Timestamp),
-		})}, true)
+	if e.Type == envelope.TypeChunk || e.Type == envelope.TypeStatus {
+		// Live news of an answer on its way: no cursor, no history, no
+		// span of its own; the answer follows.
+		c.enqueue(outFrame{typ: e.Type, data: protocol.Encode(newsFrame(e))}, true)
 		return
 	}
 	if replayed {
@@ -58,10 +57,25 @@ func (c *conn) Gap(err error) {
 	c.terminate(&protocol.ReplayFailed)
 }
 
+// newsFrame is a chunk (a piece of the answer being written) or a status
+// (the answer is late, with a reason for a person).
+func newsFrame(e *envelope.Envelope) protocol.ServerFrame {
+	f := protocol.ServerFrame{
+		Type: e.Type, ID: e.ID, UserID: e.UserID, ReplyTo: e.ReplyTo, ClientID: e.ClientID,
+		CorrelationID: e.CorrelationID, Timestamp: protocol.FormatTime(e.Timestamp),
+	}
+	if e.Type == envelope.TypeStatus {
+		f.State, f.Message = e.State, e.Content
+	} else {
+		f.Seq, f.Delta = e.Seq, e.Content
+	}
+	return f
+}
+
 func answerFrame(e *envelope.Envelope) protocol.ServerFrame {
 	f := protocol.ServerFrame{
 		Type: e.Type, ID: e.ID, UserID: e.UserID, Timestamp: protocol.FormatTime(e.Timestamp),
-		ReplyTo: e.ReplyTo, ClientID: e.ClientID, CorrelationID: e.CorrelationID, Cursor: e.Cursor,
+		ReplyTo: e.ReplyTo, ClientID: e.ClientID, CorrelationID: e.CorrelationID, Cursor: e.Cursor, Model: e.Model,
 	}
 	if e.Type == envelope.TypeError {
 		f.Message = e.Content

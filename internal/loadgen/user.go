@@ -141,6 +141,7 @@ func (u *user) onMessage(_ *wsConn, data []byte, at time.Time) {
 	}
 	switch f.Type {
 	case "ready": // the connection's starting cursor, kept above
+	case "status": // news that an answer is late; the answer follows
 	case "ack":
 		r.acked.Add(1)
 		seq, ok := r.parseClientID(f.ClientID)

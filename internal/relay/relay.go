@@ -160,9 +160,10 @@ func (r *Relay) handle(ctx context.Context, rec *kgo.Record) error {
 	if e.Type == envelope.TypeMessage {
 		return kafka.Permanent(fmt.Errorf("relay: %w: a user message on the responses topic", envelope.ErrInvalid))
 	}
-	if e.Type == envelope.TypeChunk {
-		// Chunks are a live preview: not kept in the history (the final
-		// response holds the whole text), just passed on.
+	if e.Type == envelope.TypeChunk || e.Type == envelope.TypeStatus {
+		// Chunks (a live preview) and status news (an answer is late) are
+		// not kept in the history: the final answer holds what counts.
+		// They are just passed on.
 		if err := r.store.Publish(ctx, e); err != nil {
 			r.publishErrors.Inc()
 			return fmt.Errorf("relay: %w", err)

@@ -112,6 +112,19 @@ func TestChunksArePublishedAndAnswersStoredThenPublished(t *testing.T) {
 	}
 }
 
+// Status news (an answer is late) is published, never stored.
+func TestStatusIsPublishedNotStored(t *testing.T) {
+	r, st := newTestRelay(t)
+	status := &envelope.Envelope{Type: envelope.TypeStatus, State: envelope.StateDelayed, ID: "s1", ReplyTo: "m1", UserID: "u1",
+		Content: "on its way", CorrelationID: "c1", Timestamp: time.Now().UTC()}
+	if err := r.handle(t.Context(), record(t, status)); err != nil {
+		t.Fatal(err)
+	}
+	if len(st.history) != 0 || len(st.published) != 1 || st.published[0].chunk == nil || st.published[0].chunk.State != envelope.StateDelayed {
+		t.Fatalf("history %+v, published %+v: want the status published only", st.history, st.published)
+	}
+}
+
 // A redelivered answer is not appended again and is published with the
 // cursor of its first append, which clients de-duplicate on.
 func TestRedeliveredAnswerKeepsItsCursor(t *testing.T) {

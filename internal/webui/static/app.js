@@ -60,12 +60,23 @@
         if (li.classList.contains("pending")) li.textContent += f.delta;
         break;
       }
+      case "status": {
+        // The answer is late (the model is busy or failing); it is still
+        // coming. Shown on its pending answer until the answer arrives.
+        if (!f.reply_to || typeof f.message !== "string") break;
+        const li = answerFor(f.reply_to);
+        if (!li.classList.contains("pending")) break;
+        li.classList.add("delayed");
+        li.dataset.note = f.message;
+        break;
+      }
       case "response": {
         if (f.id && seen.has(f.id)) break;
         if (f.id) seen.add(f.id);
         const li = f.reply_to ? answerFor(f.reply_to) : add("answer", "");
         li.textContent = f.content || "";
-        li.classList.remove("pending");
+        li.classList.remove("pending", "delayed");
+        delete li.dataset.note;
         if (f.id) li.dataset.id = f.id;
         saveCursor(f.cursor);
         break;
@@ -75,6 +86,7 @@
         if (f.id) seen.add(f.id);
         const li = f.reply_to && answers.get(f.reply_to);
         if (li && li.classList.contains("pending") && !li.textContent) li.remove();
+        else if (li) { li.classList.remove("delayed"); delete li.dataset.note; }
         add("error", "Error: " + (f.message || "unknown error"));
         saveCursor(f.cursor);
         break;
