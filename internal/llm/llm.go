@@ -27,8 +27,13 @@ type Request struct {
 
 // Response is the model's answer.
 type Response struct {
-	Content          string
-	Model            string
+	Content string
+	// Model is the model that answered, as the API reported it.
+	Model string
+	// Target names the configured target that answered (a Router's: the
+	// model name, or model@host when one model is configured at two
+	// endpoints). Bounded, for metric labels; empty without a Router.
+	Target           string
 	PromptTokens     int
 	CompletionTokens int
 }
