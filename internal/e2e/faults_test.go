@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -99,6 +100,9 @@ type faultClient struct {
 	dupOnConn   int
 	notQueued   int
 	answerTimes []time.Time
+	sentAt      map[string]time.Time // client id → when it was sent
+	answeredAt  map[string]time.Time // message id → its first answer
+	statuses    int                  // status frames (an answer is late)
 	lastEvent   time.Time
 	reconnects  int
 	stopReading atomic.Bool
@@ -107,7 +111,7 @@ type faultClient struct {
 }
 
 func newFaultClient(base, user string) *faultClient {
-	return &faultClient{user: user, base: base, acked: map[string]string{}, answers: map[string]map[string]bool{}, errorsFor: map[string]bool{}}
+	return &faultClient{user: user, base: base, acked: map[string]string{}, answers: map[string]map[string]bool{}, errorsFor: map[string]bool{}, sentAt: map[string]time.Time{}, answeredAt: map[string]time.Time{}}
 }
 
 // run keeps the client connected and sending until sendUntil, then only
@@ -142,6 +146,7 @@ func (c *faultClient) run(ctx context.Context, sendUntil *atomic.Bool) {
 					err := conn.WriteJSON(map[string]string{"type": "message", "content": fmt.Sprintf("%s says %d", c.user, c.seq), "userid": c.user, "id": clientID})
 					if err == nil {
 						c.sent++
+						c.sentAt[clientID] = time.Now()
 					}
 					c.mu.Unlock()
 				}
@@ -215,6 +220,7 @@ func (c *faultClient) read(conn *websocket.Conn) error {
 			seen[f.ID] = true
 			if c.answers[f.ReplyTo] == nil {
 				c.answers[f.ReplyTo] = map[string]bool{}
+				c.answeredAt[f.ReplyTo] = time.Now()
 			}
 			c.answers[f.ReplyTo][f.ID] = true
 			if f.Type == "error" {
@@ -225,6 +231,8 @@ func (c *faultClient) read(conn *websocket.Conn) error {
 			}
 			c.answerTimes = append(c.answerTimes, time.Now())
 			c.lastEvent = time.Now()
+		case f.Type == "status":
+			c.statuses++
 		case f.Type == "error":
 			c.notQueued++
 		}
@@ -290,7 +298,8 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 type faultResult struct {
 	name                                                       string
 	sent, acked, answered, errors, lost, duplicated, notQueued int
-	recovery                                                   time.Duration
+	statuses                                                   int
+	recovery, p50, p99                                         time.Duration
 	modelCalls                                                 int
 	dlqIncoming, dlqResponses                                  int64
 }
@@ -351,7 +360,16 @@ func (s *faultSystem) scenario(t *testing.T, name string, fault func(clients []*
 	wg.Wait()
 
 	r := faultResult{name: name, modelCalls: s.openai.Requests()}
+	var latencies []time.Duration
 	for _, c := range clients {
+		c.mu.Lock()
+		for id, cid := range c.acked {
+			if at, ok := c.answeredAt[id]; ok {
+				latencies = append(latencies, at.Sub(c.sentAt[cid]))
+			}
+		}
+		r.statuses += c.statuses
+		c.mu.Unlock()
 		b := c.books()
 		r.sent += b.sent
 		r.acked += b.acked
@@ -362,8 +380,9 @@ func (s *faultSystem) scenario(t *testing.T, name string, fault func(clients []*
 		r.notQueued += b.notQueued
 	}
 	r.recovery = s.recoveryTime(clients, faultOver)
-	t.Logf("%-28s sent=%d acked=%d answered=%d errors=%d lost=%d dup=%d not-queued=%d recovery=%s model-calls=%d",
-		name, r.sent, r.acked, r.answered, r.errors, r.lost, r.duplicated, r.notQueued, r.recovery, r.modelCalls)
+	r.p50, r.p99 = percentile(latencies, 0.50), percentile(latencies, 0.99)
+	t.Logf("%-28s sent=%d acked=%d answered=%d errors=%d lost=%d dup=%d not-queued=%d recovery=%s p50=%s p99=%s statuses=%d model-calls=%d",
+		name, r.sent, r.acked, r.answered, r.errors, r.lost, r.duplicated, r.notQueued, r.recovery, r.p50, r.p99, r.statuses, r.modelCalls)
 	if r.lost != 0 || r.duplicated != 0 {
 		t.Errorf("%s: %d lost, %d duplicated", name, r.lost, r.duplicated)
 		for _, c := range clients {
@@ -380,6 +399,16 @@ func (s *faultSystem) scenario(t *testing.T, name string, fault func(clients []*
 		t.Errorf("%s: only %d messages acknowledged: the load did not run", name, r.acked)
 	}
 	return r
+}
+
+// percentile is the q-quantile of ds (nearest rank), rounded for the table.
+func percentile(ds []time.Duration, q float64) time.Duration {
+	if len(ds) == 0 {
+		return -1
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(q*float64(len(s))))].Round(10 * time.Millisecond)
 }
 
 // recoveryTime is how long after the fault ended the system took to answer
@@ -574,15 +603,17 @@ to be answered.
 - **lost**: acked and never answered. **duplicated**: a second answer to one message, or one answer twice on one connection.
 - **not queued**: sends refused with an error frame (broker unreachable); never acked, so the client knows to resend.
 - **recovery**: from the end of the fault to the first answer after it.
+- **p50 / p99**: from sending a message to its answer, over the scenario (every acked message).
+- **status**: status frames (an answer is late) the clients got.
 - **model calls**: requests the fake OpenAI server received (retries included).
 - **DLQ in/resp**: records that went to ` + "`incoming_messages.dlq`" + ` / ` + "`responses.dlq`" + ` during the scenario.
 
-| scenario | sent | acked | answered | errors | lost | duplicated | not queued | recovery | model calls | DLQ in/resp |
-|---|---|---|---|---|---|---|---|---|---|---|
+| scenario | sent | acked | answered | by the model | errors | lost | duplicated | not queued | recovery | p50 | p99 | status | model calls | DLQ in/resp |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
 `)
 	for _, r := range results {
-		fmt.Fprintf(&b, "| %s | %d | %d | %d | %d | %d | %d | %d | %s | %d | %d/%d |\n",
-			r.name, r.sent, r.acked, r.answered, r.errors, r.lost, r.duplicated, r.notQueued, r.recovery, r.modelCalls, r.dlqIncoming, r.dlqResponses)
+		fmt.Fprintf(&b, "| %s | %d | %d | %d | %d | %d | %d | %d | %d | %s | %s | %s | %d | %d | %d/%d |\n",
+			r.name, r.sent, r.acked, r.answered, r.answered-r.errors, r.errors, r.lost, r.duplicated, r.notQueued, r.recovery, r.p50, r.p99, r.statuses, r.modelCalls, r.dlqIncoming, r.dlqResponses)
 	}
 	fmt.Fprintf(&b, "\nLast run: %s, %s.\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), runtimeNote())
 	b.WriteString(deliveryCoverage)
