@@ -50,12 +50,19 @@ type Service struct {
 	worker *kafka.Worker         // nil in unit tests
 }
 
-// NewModel picks the model the configuration asks for.
+// NewModel picks the model the configuration asks for: with LLM_FALLBACKS,
+// a router over the primary and its fallbacks.
 func NewModel(cfg Config) llm.Model {
 	if cfg.Offline {
 		return llm.Offline{Latency: cfg.OfflineLatency}
 	}
-	return llm.NewOpenAI(llm.OpenAIConfig{APIKey: cfg.APIKey, BaseURL: cfg.BaseURL, Model: cfg.Model, Timeout: cfg.Timeout})
+	primary := llm.NewOpenAI(llm.OpenAIConfig{APIKey: cfg.APIKey, BaseURL: cfg.BaseURL, Model: cfg.Model, Timeout: cfg.Timeout})
+	fbs, err := cfg.fallbacks()
+	if err != nil || len(fbs) == 0 {
+		// Validate refuses a bad LLM_FALLBACKS before a service starts.
+		return primary
+	}
+	return newRouter(cfg, primary, fbs)
 }
 
 // New connects the service's clients and creates its topics when missing.
@@ -69,7 +76,9 @@ func NewModel(cfg Config) llm.Model {
 //   - the model client's own attempts (llm.Resilient, LLM_MAX_ATTEMPTS with
 //     a retry budget and a circuit breaker). When they give up, the message
 //     gets an error answer (a finished record), so the record retry never
-//     re-runs them: one delivery costs at most LLM_MAX_ATTEMPTS calls.
+//     re-runs them: one delivery costs at most LLM_MAX_ATTEMPTS calls,
+//     plus one per LLM_FALLBACKS model (llm.Router: every model but the
+//     last is asked once, the next one being its retry).
 //
 // Three bounds on concurrency, from the outside in:
 //   - AI_MAX_IN_FLIGHT (the worker): records taken from Kafka and not
@@ -91,7 +100,7 @@ func New(ctx context.Context, cfg Config, model llm.Model, log *slog.Logger, reg
 		answers: history.NewAnswers(rdb, cfg.AnswerTTL),
 		budget:  ratelimit.NewDailyTokens(rdb, cfg.Limits.UserTokensPerDay),
 		quota:   ratelimit.NewModel(rdb, cfg.ModelLimits),
-		model:   llm.NewResilient(model, cfg.LLM, m),
+		model:   routed(model, cfg.LLM, m),
 	})
 	s.rdb = rdb
 	w, err := kafka.NewWorker(ctx, kafka.WorkerConfig{

@@ -43,20 +43,22 @@ func (s *Service) answer(ctx context.Context, in *envelope.Envelope, recent []hi
 	if in.Stream {
 		onDelta = s.chunkProducer(ctx, out)
 	}
-	text, failed, err := s.callModel(ctx, in, llm.Request{Messages: msgs}, onDelta, st)
+	resp, failed, err := s.callModel(ctx, in, llm.Request{Messages: msgs}, onDelta, st)
 	if err != nil {
 		return nil, err
 	}
 	if failed {
 		out.Type = envelope.TypeError
 	}
-	out.Content, out.Timestamp = text, time.Now().UTC()
+	// Model names the model that answered (a fallback, maybe); an error
+	// answer has none.
+	out.Content, out.Model, out.Timestamp = resp.Content, resp.Model, time.Now().UTC()
 	return out, nil
 }
 
 // callModel reserves the call's estimated tokens against the user's daily
 // budget, calls the model and leaves in st what it used, for settling. It
-// returns the answer's text, or (failed) the user's error text when the
+// returns the answer, or (failed) only the user's error text when the
 // budget is spent (no call) or the model failed for good (then st says it
 // used nothing, which releases the reservation).
 //
@@ -65,15 +67,15 @@ func (s *Service) answer(ctx context.Context, in *envelope.Envelope, recent []hi
 // flight, and a call starts only if the tokens used so far plus its
 // estimate fit the limit. The day's count therefore ends at most one
 // answer's tokens beyond its estimate over the limit (docs/security.md).
-func (s *Service) callModel(ctx context.Context, in *envelope.Envelope, req llm.Request, onDelta func(string), st *recordState) (text string, failed bool, err error) {
+func (s *Service) callModel(ctx context.Context, in *envelope.Envelope, req llm.Request, onDelta func(string), st *recordState) (answer llm.Response, failed bool, err error) {
 	est := estimateTokens(req)
 	r, ok, err := s.budget.Reserve(ctx, in.UserID, int64(est))
 	if err != nil {
-		return "", false, fmt.Errorf("ai-consumer: %w", err)
+		return llm.Response{}, false, fmt.Errorf("ai-consumer: %w", err)
 	}
 	if !ok {
 		s.log.InfoContext(ctx, "message not answered: daily token budget spent", "message_id", in.ID)
-		return protocol.FrameTokenBudget.Message, true, nil
+		return llm.Response{Content: protocol.FrameTokenBudget.Message}, true, nil
 	}
 	st.held, st.used = &r, 0
 	resp, err := s.complete(ctx, in, req, est, onDelta)
@@ -83,20 +85,20 @@ func (s *Service) callModel(ctx context.Context, in *envelope.Envelope, req llm.
 		if st.used == 0 {
 			st.used = r.Tokens
 		}
-		return resp.Content, false, nil
+		return resp, false, nil
 	}
 	if msg := userMessage(err); msg != "" {
 		// The user gets one error frame instead of silence, and the
 		// message is done. Details are logged here, once.
 		s.log.ErrorContext(ctx, "message not answered", "message_id", in.ID, "error", err)
-		return msg, true, nil
+		return llm.Response{Content: msg}, true, nil
 	}
 	// A transient failure: release now; if that fails too, the next
 	// attempt settles it before anything else.
 	if serr := s.settle(ctx, st); serr != nil {
 		s.log.WarnContext(ctx, "token reservation not released", "message_id", in.ID, "error", serr)
 	}
-	return "", false, err
+	return llm.Response{}, false, err
 }
 
 // userMessage is what the user is told about a model failure that ends the
@@ -193,16 +195,19 @@ func (s *Service) complete(ctx context.Context, in *envelope.Envelope, req llm.R
 	}
 	telemetry.ObserveWithTrace(s.m.latency, time.Since(start).Seconds(), span)
 	if err != nil {
-		s.m.requests.WithLabelValues(llm.ErrorClass(err)).Inc()
+		s.m.requests.WithLabelValues(llm.ErrorClass(err), llm.FailedTarget(err)).Inc()
+		span.SetAttributes(attribute.String("llm.target", llm.FailedTarget(err)))
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
 		return llm.Response{}, err
 	}
-	s.m.requests.WithLabelValues("ok").Inc()
+	s.m.requests.WithLabelValues("ok", resp.Target).Inc()
 	s.m.tokens.WithLabelValues("prompt").Add(float64(resp.PromptTokens))
 	s.m.tokens.WithLabelValues("completion").Add(float64(resp.CompletionTokens))
 	span.SetAttributes(
 		attribute.String("gen_ai.response.model", resp.Model),
+		// Which configured model answered (LLM_FALLBACKS): the metric's label.
+		attribute.String("llm.target", resp.Target),
 		attribute.Int("gen_ai.usage.input_tokens", resp.PromptTokens),
 		attribute.Int("gen_ai.usage.output_tokens", resp.CompletionTokens),
 	)

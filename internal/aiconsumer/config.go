@@ -30,6 +30,11 @@ type Config struct {
 	Model        string        `env:"OPENAI_MODEL" envDefault:"gpt-4o-mini"`
 	SystemPrompt string        `env:"OPENAI_SYSTEM_PROMPT" envDefault:"You are a helpful assistant in a chat application. Answer concisely."`
 	Timeout      time.Duration `env:"OPENAI_TIMEOUT" envDefault:"60s"`
+	// Fallbacks are asked in order when the model above is rate limited,
+	// failing or refusing its key: model@base_url entries, their keys in
+	// FallbackAPIKeys in the same order (fallbacks.go). Empty: none.
+	Fallbacks       []string `env:"LLM_FALLBACKS" envSeparator:","`
+	FallbackAPIKeys string   `env:"LLM_FALLBACK_API_KEYS" secret:"true"`
 	// Offline selects the built-in offline model; the standalone service
 	// refuses to start without a key unless this is set.
 	Offline        bool          `env:"LLM_OFFLINE" envDefault:"false"`
@@ -89,6 +94,9 @@ func (c Config) Validate() error {
 		}
 		if c.Model == "" {
 			return errors.New("OPENAI_MODEL: must not be empty")
+		}
+		if _, err := c.fallbacks(); err != nil {
+			return err
 		}
 	}
 	switch {

@@ -15,30 +15,61 @@ type metrics struct {
 	retries  *prometheus.CounterVec
 	breaker  *prometheus.GaugeVec
 	inflight prometheus.Gauge
+	// fallbacks counts calls passed on from one model to the next.
+	fallbacks *prometheus.CounterVec
 }
 
-// Retry counts a model call retried after an error of class (llm.Observer).
-func (m *metrics) Retry(class string) { m.retries.WithLabelValues(class).Inc() }
+// The model label is the router's target name (llm.Router): configured,
+// so bounded.
 
-// BreakerState shows the breaker's state one-hot (llm.Observer).
-func (m *metrics) BreakerState(state string) {
+// Retry counts a call to model retried after an error of class
+// (llm.RouterObserver).
+func (m *metrics) Retry(model, class string) { m.retries.WithLabelValues(class, model).Inc() }
+
+// BreakerState shows model's breaker state one-hot (llm.RouterObserver).
+func (m *metrics) BreakerState(model, state string) {
 	for _, s := range breakerStates {
 		v := 0.0
 		if s == state {
 			v = 1
 		}
-		m.breaker.WithLabelValues(s).Set(v)
+		m.breaker.WithLabelValues(s, model).Set(v)
 	}
 }
 
-var breakerStates = []string{"closed", "half-open", "open"}
+// Fallback counts a call passed on from model to the next after an error
+// of class (llm.RouterObserver).
+func (m *metrics) Fallback(model, class string) { m.fallbacks.WithLabelValues(model, class).Inc() }
+
+// addModels creates the known series of each model (in the router's
+// order) at zero, so rates and alerts work before the first event. The
+// last model has no next one to fall back to.
+func (m *metrics) addModels(models []string) {
+	for i, model := range models {
+		for _, c := range retryClasses {
+			m.retries.WithLabelValues(c, model)
+		}
+		for _, v := range outcomes {
+			m.requests.WithLabelValues(v, model)
+			if i < len(models)-1 && v != "ok" && v != "canceled" {
+				m.fallbacks.WithLabelValues(model, v)
+			}
+		}
+	}
+}
+
+var (
+	retryClasses  = []string{"rate_limited", "server", "timeout", "transport", "other"}
+	outcomes      = []string{"ok", "rate_limited", "server", "client", "auth", "timeout", "transport", "canceled", "circuit_open", "other"}
+	breakerStates = []string{"closed", "half-open", "open"}
+)
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: telemetry.Namespace, Subsystem: "llm", Name: "requests_total",
-			Help: "Model calls by outcome: ok, or the error class (rate_limited, server, client, auth, timeout, transport, canceled).",
-		}, []string{"outcome"}),
+			Help: "Model calls by outcome (ok, or the error class: rate_limited, server, client, auth, timeout, transport, canceled) and model (the target that answered, or whose error ended the call).",
+		}, []string{"outcome", "model"}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: telemetry.Namespace, Subsystem: "llm", Name: "request_seconds",
 			Help:    "Latency of one model call.",
@@ -59,24 +90,21 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	})
 	m.retries = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: telemetry.Namespace, Subsystem: "llm", Name: "retries_total",
-		Help: "Model calls retried, by the class of the error that caused the retry.",
-	}, []string{"class"})
+		Help: "Model calls retried, by the class of the error that caused the retry and model.",
+	}, []string{"class", "model"})
 	m.breaker = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: telemetry.Namespace, Subsystem: "llm", Name: "breaker_state",
-		Help: "Circuit breaker state around model calls, one-hot (closed, half-open, open).",
-	}, []string{"state"})
+		Help: "Circuit breaker state around calls to each model, one-hot (closed, half-open, open).",
+	}, []string{"state", "model"})
 	m.inflight = prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: telemetry.Namespace, Subsystem: "llm", Name: "in_flight",
 		Help: "Model calls in flight in this instance.",
 	})
-	reg.MustRegister(m.requests, m.latency, m.tokens, m.answers, m.reused, m.retries, m.breaker, m.inflight)
-	m.BreakerState("closed")
-	for _, c := range []string{"rate_limited", "server", "timeout", "transport", "other"} {
-		m.retries.WithLabelValues(c)
-	}
-	for _, v := range []string{"ok", "rate_limited", "server", "client", "auth", "timeout", "transport", "canceled", "circuit_open", "other"} {
-		m.requests.WithLabelValues(v)
-	}
+	m.fallbacks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: telemetry.Namespace, Subsystem: "llm", Name: "fallbacks_total",
+		Help: "Model calls passed on to the next configured model (LLM_FALLBACKS), by the model left and the class of its error.",
+	}, []string{"model", "class"})
+	reg.MustRegister(m.requests, m.latency, m.tokens, m.answers, m.reused, m.retries, m.breaker, m.inflight, m.fallbacks)
 	m.tokens.WithLabelValues("prompt")
 	m.tokens.WithLabelValues("completion")
 	m.answers.WithLabelValues("response")
