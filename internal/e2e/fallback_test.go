@@ -97,7 +97,9 @@ func metricValue(t *testing.T, s *stack, name string, labels map[string]string) 
 // request, and the response frame names the model that answered.
 func TestFallbackModels(t *testing.T) {
 	fallback := fakeopenai.Start(t, fakeopenai.WithAPIKey(fallbackKey))
-	s := startFallbackStack(t, fallback, map[string]string{"LLM_BREAKER_FAILURES": "2"})
+	// The primary's breaker opens after two failures and stays open for the
+	// rest of the test, so that it is seen to be no longer asked.
+	s := startFallbackStack(t, fallback, map[string]string{"LLM_BREAKER_FAILURES": "2", "LLM_BREAKER_OPEN_FOR": "1m"})
 	primary := s.OpenAI
 	c := testinfra.DialChat(t, s.WSBase, testSecret, "falls-back")
 
