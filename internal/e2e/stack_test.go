@@ -8,13 +8,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/chatrelay/chat/internal/aiconsumer"
 	"github.com/chatrelay/chat/internal/fakeopenai"
-	"github.com/chatrelay/chat/internal/llm"
 	"github.com/chatrelay/chat/internal/process"
 	"github.com/chatrelay/chat/internal/telemetry"
 	"github.com/chatrelay/chat/internal/testinfra"
@@ -81,16 +78,13 @@ func stackOptions(s *stack, overrides map[string]string, gateways int) process.O
 		"RATE_USER_MESSAGES_PER_MIN": "0",
 		"LIMIT_IP_CONNECTS_PER_MIN":  "0",
 	}
+	// OPENAI_TIMEOUT (a documented knob) bounds a model call at 5 s rather
+	// than a minute: a stalled fake fails its test quickly. The model is
+	// built as in production (aiconsumer.NewModel: go-openai, fallbacks).
+	env["OPENAI_TIMEOUT"] = "5s"
 	maps.Copy(env, overrides)
 	s.Env = env
-	return process.Options{
-		Name: "e2e", Env: env, Services: process.All(), Gateways: gateways,
-		// go-openai against the fake, with calls bounded at 5 s rather than
-		// OPENAI_TIMEOUT's minute: a stalled fake fails its test quickly.
-		Model: func(cfg aiconsumer.Config) llm.Model {
-			return llm.NewOpenAI(llm.OpenAIConfig{APIKey: cfg.APIKey, BaseURL: cfg.BaseURL, Model: cfg.Model, Timeout: 5 * time.Second})
-		},
-	}
+	return process.Options{Name: "e2e", Env: env, Services: process.All(), Gateways: gateways}
 }
 
 // runServices builds the services of opts with test telemetry (logs at
