@@ -10,7 +10,12 @@
 # Every binary also answers `<binary> healthcheck`, so the image needs no
 # curl; `/usr/local/bin/app healthcheck` checks whichever service it runs.
 
-FROM golang:1.26-bookworm AS build
+# The Go image is pinned to the patch release go.mod names: the official
+# images set GOTOOLCHAIN=local, so a floating tag such as 1.26-bookworm that
+# resolves to an older cached 1.26.x refuses to build a module that needs
+# go 1.26.8 instead of fetching the newer toolchain. internal/deploycheck
+# fails when this tag and go.mod's go line differ.
+FROM golang:1.26.8-bookworm AS build
 WORKDIR /src
 ENV CGO_ENABLED=0 GOFLAGS=-buildvcs=false GOCACHE=/go-build-cache
 
