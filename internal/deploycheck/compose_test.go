@@ -128,6 +128,7 @@ var projectChecks = []projectCheck{
 	{"restart policy", checkRestart},
 	{"images are named without a registry host", checkImageNames},
 	{"healthcheck runs the service's own binary", checkHealthcheckBinary},
+	{"nginx re-resolves the gateway names", checkNginxResolves},
 }
 
 func TestComposeFiles(t *testing.T) {
@@ -316,7 +317,7 @@ func checkNginxUpstreams(t *testing.T, _ string, p *types.Project) {
 			t.Errorf("service %s (listening on %s) is missing from the nginx upstream", g.Name, addr)
 		}
 		if d, ok := nginx.DependsOn[g.Name]; !ok || d.Condition != types.ServiceConditionHealthy {
-			t.Errorf("nginx must depend on %s with condition service_healthy (it resolves upstream names at start)", g.Name)
+			t.Errorf("nginx must depend on %s with condition service_healthy (so the first clients find a gateway)", g.Name)
 		}
 	}
 	for addr := range have {

@@ -114,7 +114,70 @@ var (
 	reNginxAccess   = regexp.MustCompile(`(?m)^([ \t]*)access_log[ \t]+(\S+?)((?:[ \t]+[^;]*)?);`)
 	reNginxTemp     = regexp.MustCompile(`(?m)^([ \t]*)(client_body|proxy|fastcgi|uwsgi|scgi)_temp_path[ \t]+[^;]*;`)
 	reNginxInclude  = regexp.MustCompile(`(?m)^[ \t]*include[ \t]`)
+	// resolver and resolver_timeout lines, anywhere (http or upstream).
+	reNginxResolver = regexp.MustCompile(`(?m)^[ \t]*resolver(?:_timeout)?[ \t]+[^;]*;[^\n]*\n`)
 )
+
+// withoutResolve drops the `resolve` parameter from a server line's
+// parameters and reports whether it was there.
+func withoutResolve(params string) (string, bool) {
+	var kept []string
+	found := false
+	for _, p := range strings.Fields(params) {
+		if p == "resolve" {
+			found = true
+			continue
+		}
+		kept = append(kept, p)
+	}
+	return strings.Join(kept, " "), found
+}
+
+// stripNginxResolve removes what the tests' nginx cannot run and does not
+// need: the resolver lines (Debian's nginx 1.22 refuses them in an upstream
+// block, and Docker's 127.0.0.11 does not answer outside a container). The
+// servers' `resolve` parameter goes with the server lines, which are
+// rewritten anyway; a config that asks for `resolve` without a resolver is
+// refused here, since nginx 1.22 cannot tell.
+func stripNginxResolve(s string, resolve bool) (string, error) {
+	hasResolver := false
+	for _, m := range reNginxResolver.FindAllString(s, -1) {
+		if strings.HasPrefix(strings.TrimSpace(m), "resolver ") {
+			hasResolver = true
+		}
+	}
+	if resolve && !hasResolver {
+		return "", errors.New("nginx.conf: upstream servers use `resolve` but no `resolver` is set")
+	}
+	return reNginxResolver.ReplaceAllString(s, ""), nil
+}
+
+// rewriteNginxUpstreams replaces the server lines between the markers with
+// one per upstream, keeping the parameters of the first original line but
+// `resolve`, and drops the resolver lines (stripNginxResolve).
+func rewriteNginxUpstreams(conf []byte, upstreams []string) (string, error) {
+	servers, err := ParseNginxUpstreams(conf)
+	if err != nil {
+		return "", err
+	}
+	begin, end, _ := nginxUpstreamBlock(conf)
+	lines := strings.Split(string(conf), "\n")
+	indent := lines[begin][:len(lines[begin])-len(strings.TrimLeft(lines[begin], " \t"))]
+	params, resolve := withoutResolve(servers[0].Params)
+	block := []string{lines[begin]}
+	for _, u := range upstreams {
+		l := indent + "server " + u
+		if params != "" {
+			l += " " + params
+		}
+		block = append(block, l+";")
+	}
+	block = append(block, lines[end])
+	out := append([]string{}, lines[:begin]...)
+	out = append(out, block...)
+	out = append(out, lines[end+1:]...)
+	return stripNginxResolve(strings.Join(out, "\n"), resolve)
+}
 
 // DeriveNginxConfig turns the production nginx.conf into one that runs as
 // the current user out of dir, listening on listenAddr and proxying to
@@ -130,28 +193,10 @@ func DeriveNginxConfig(conf []byte, dir, listenAddr string, upstreams []string) 
 		return res, errors.New("nginx.conf uses include: keep it self-contained so it can be tested as is")
 	}
 
-	// Upstream servers: keep the parameters of the first original line.
-	servers, err := ParseNginxUpstreams(conf)
+	s, err := rewriteNginxUpstreams(conf, upstreams)
 	if err != nil {
 		return res, err
 	}
-	begin, end, _ := nginxUpstreamBlock(conf)
-	lines := strings.Split(string(conf), "\n")
-	indent := lines[begin][:len(lines[begin])-len(strings.TrimLeft(lines[begin], " \t"))]
-	var block []string
-	block = append(block, lines[begin])
-	for _, u := range upstreams {
-		l := indent + "server " + u
-		if servers[0].Params != "" {
-			l += " " + servers[0].Params
-		}
-		block = append(block, l+";")
-	}
-	block = append(block, lines[end])
-	out := append([]string{}, lines[:begin]...)
-	out = append(out, block...)
-	out = append(out, lines[end+1:]...)
-	s := strings.Join(out, "\n")
 
 	replace := func(re *regexp.Regexp, what string, repl func(m []string) string, wantOne bool) error {
 		ms := re.FindAllStringSubmatchIndex(s, -1)
