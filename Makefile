@@ -4,7 +4,7 @@ GO    ?= go
 BIN   ?= bin
 
 # Debian packages the tests need: command → package.
-TEST_DEPS := redis-server:redis-server nginx:nginx-light kcat:kcat docker-compose:docker-compose \
+TEST_DEPS := redis-server:redis-server nginx:nginx-light kcat:kcat \
              promtool:prometheus prometheus-alertmanager:prometheus-alertmanager chromium:chromium
 
 # Fuzz targets as Name:package; `make fuzz` runs each for FUZZTIME.

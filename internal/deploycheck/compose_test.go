@@ -4,7 +4,6 @@ import (
 	"context"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/chatrelay/chat/internal/testinfra"
 )
@@ -425,37 +425,26 @@ func TestComposeDefaults(t *testing.T) {
 	}
 }
 
-// TestDockerComposeV1Config validates the base file a second time with the
-// Debian docker-compose 1.29 client, an independent implementation of the
-// compose format (`config` needs no Docker engine). Overlays are not given to
-// it: they may use newer compose features that 1.29 rejects (top-level
-// `name`, `include`, `develop`, healthcheck `start_interval`, ...), which is
-// also why the base file has no top-level `name`. compose-go above remains
-// the reference loader for them.
-func TestDockerComposeV1Config(t *testing.T) {
-	bin := testinfra.RequireBinary(t, "docker-compose")
+// Docker Compose v1 (docker-compose 1.x) is end of life: compose-go, the
+// loader of Compose v2, is the only one the files are checked with, so
+// v2-only features (depends_on `restart: true`, configs `content`, top-level
+// `name`) are allowed. The obsolete top-level `version` only makes v2 warn.
+func TestComposeFilesHaveNoVersion(t *testing.T) {
 	root := repoRoot(t)
-
-	// An empty env file so a developer's .env cannot change the result.
-	envFile := filepath.Join(t.TempDir(), "empty.env")
-	if err := os.WriteFile(envFile, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	run := func(env map[string]string) (string, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, bin, "--env-file", envFile, "-f", filepath.Join(root, baseComposeFile), "config", "-q")
-		cmd.Dir = root
-		cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}, envList(env)...)
-		out, err := cmd.CombinedOutput()
-		return string(out), err
-	}
-	if out, err := run(testEnv); err != nil {
-		t.Fatalf("docker-compose config -q: %v\n%s", err, out)
-	}
-	out, err := run(map[string]string{})
-	if err == nil || !strings.Contains(out, "AUTH_SECRET") {
-		t.Fatalf("docker-compose config without AUTH_SECRET: err=%v, output:\n%s", err, out)
+	for _, files := range composeFileSets(t, root) {
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var top map[string]any
+			if err := yaml.Unmarshal(b, &top); err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+			if _, ok := top["version"]; ok {
+				t.Errorf("%s: top-level `version` is obsolete in Compose v2 (it warns and ignores it)", f)
+			}
+		}
 	}
 }
 
