@@ -39,8 +39,8 @@ type Service struct {
 	deps
 	cfg Config
 	log *slog.Logger
-	// slots holds a place for each model call in flight in this instance
-	// (LLM_MAX_CONCURRENCY; see New).
+	// slots holds a place for each request to the model in flight in this
+	// instance (LLM_MAX_CONCURRENCY; see New).
 	slots  chan struct{}
 	states retryStates
 	m      *metrics
@@ -67,29 +67,44 @@ func NewModel(cfg Config) llm.Model {
 
 // New connects the service's clients and creates its topics when missing.
 //
+// A message waits for the model until its answer deadline (ANSWER_DEADLINE
+// from its acceptance; llm.Policy says why and what bounds the requests to
+// a failing provider), hearing a status (delayed) meanwhile (wait.go), and
+// gets its one error answer only at the deadline — or at once when the
+// model refuses it for good (400, 401…).
+//
 // Two retry loops nest here, and they do not multiply model calls:
 //   - the record retry (kafka.Retry, in the worker's middleware chain):
 //     unbounded while the context lives, exponential backoff 100 ms → 30 s.
 //     It retries what is worth waiting for — Redis or the broker away —
 //     and, thanks to recordState, never asks the model again for a message
 //     it has already answered.
-//   - the model client's own attempts (llm.Resilient, LLM_MAX_ATTEMPTS with
-//     a retry budget and a circuit breaker). When they give up, the message
-//     gets an error answer (a finished record), so the record retry never
-//     re-runs them: one delivery costs at most LLM_MAX_ATTEMPTS calls,
-//     plus one per LLM_FALLBACKS model (llm.Router: every model but the
-//     last is asked once, the next one being its retry).
+//   - the model client's requests (llm.Resilient: the deadline, a retry
+//     budget, a circuit breaker). They end in an answer, or in an error
+//     answer (a finished record) at the deadline or for good, so the
+//     record retry never re-runs them. What it does re-run is a call that
+//     sent nothing (Redis away for the quota: llm.Wait.Acquire's error),
+//     and that call's deadline has not moved: a delivery costs at most the
+//     requests its deadline allows, plus one per record retry after it.
+//     With LLM_FALLBACKS, each model but the last is asked once
+//     (llm.Router: the next one is its retry).
 //
 // Three bounds on concurrency, from the outside in:
 //   - AI_MAX_IN_FLIGHT (the worker): records taken from Kafka and not
 //     finished, across all users' lanes; it bounds memory and how much is
-//     redelivered after a crash. A record waiting for a retry, Redis or a
-//     model slot keeps its place.
-//   - LLM_MAX_CONCURRENCY (slots): model calls in flight in this instance,
-//     which bounds the connections to the provider from this process.
-//   - LLM_GLOBAL_MAX_CONCURRENCY (ratelimit.Model): calls in flight across
-//     every instance, the provider account's quota, in Redis. It is taken
-//     after a local slot, so a call waiting for it holds that slot.
+//     redelivered after a crash. A record waiting for the model, Redis or a
+//     model slot keeps its place, and its lane: a user's later messages
+//     wait behind it, each until its own deadline. Waiting adds per record
+//     only its retry state, a timer and the status notice (no goroutine
+//     beyond its lane's): memory stays bounded by this cap. Records beyond
+//     it stay in Kafka, so consumer lag grows while the model is out —
+//     which is what the lag alerts should say: users are waiting.
+//   - LLM_MAX_CONCURRENCY (slots): requests to the model in flight in this
+//     instance, which bounds the connections to the provider from this
+//     process. Taken per request (wait.go), not held while waiting.
+//   - LLM_GLOBAL_MAX_CONCURRENCY (ratelimit.Model): requests in flight
+//     across every instance, the provider account's quota, in Redis. It is
+//     taken after a local slot, so a request waiting for it holds that slot.
 func New(ctx context.Context, cfg Config, model llm.Model, log *slog.Logger, reg prometheus.Registerer) (*Service, error) {
 	rdb, err := redisbus.NewClient(cfg.Redis.URL)
 	if err != nil {

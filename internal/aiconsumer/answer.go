@@ -16,7 +16,6 @@ import (
 	"github.com/chatrelay/chat/internal/kafka"
 	"github.com/chatrelay/chat/internal/llm"
 	"github.com/chatrelay/chat/internal/protocol"
-	"github.com/chatrelay/chat/internal/telemetry"
 )
 
 // answer asks the model, with the user's recent history as context, and
@@ -78,7 +77,9 @@ func (s *Service) callModel(ctx context.Context, in *envelope.Envelope, req llm.
 		return llm.Response{Content: protocol.FrameTokenBudget.Message}, true, nil
 	}
 	st.held, st.used = &r, 0
-	resp, err := s.complete(ctx, in, req, est, onDelta)
+	late := s.newLateNotice(ctx, in, st)
+	defer late.stop()
+	resp, err := s.complete(ctx, in, req, onDelta, llm.Wait{Until: s.deadline(in), Notify: late.heard, Acquire: s.slot(in.ID, est)})
 	if err == nil {
 		// A provider that reports no usage is charged the estimate.
 		st.used = int64(resp.PromptTokens + resp.CompletionTokens)
@@ -162,9 +163,9 @@ func (s *Service) memory(entries []history.Turn) []llm.Message {
 	return out
 }
 
-// complete asks the model inside a GenAI client span, holding a local slot
-// and then the shared quota for the call.
-func (s *Service) complete(ctx context.Context, in *envelope.Envelope, req llm.Request, est int, onDelta func(string)) (llm.Response, error) {
+// complete asks the model inside a GenAI client span; w says until when
+// the call waits for the model and takes a slot for each request (wait.go).
+func (s *Service) complete(ctx context.Context, in *envelope.Envelope, req llm.Request, onDelta func(string), w llm.Wait) (llm.Response, error) {
 	ctx, span := s.tracer.Start(ctx, "chat "+s.model.Name(), trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithAttributes(
 			attribute.String("gen_ai.operation.name", "chat"),
@@ -174,26 +175,14 @@ func (s *Service) complete(ctx context.Context, in *envelope.Envelope, req llm.R
 			attribute.Int("retry.attempt", kafka.Attempt(ctx)),
 		))
 	defer span.End()
-	select {
-	case s.slots <- struct{}{}:
-	case <-ctx.Done():
-		return llm.Response{}, ctx.Err()
-	}
-	s.m.inflight.Inc()
-	defer func() { <-s.slots; s.m.inflight.Dec() }()
-	release, err := s.quota.Acquire(ctx, in.ID, est)
-	if err != nil {
-		return llm.Response{}, err
-	}
-	defer release()
-	start := time.Now()
+	ctx = llm.WithWait(ctx, w)
 	var resp llm.Response
+	var err error
 	if onDelta != nil {
 		resp, err = s.model.Stream(ctx, req, onDelta)
 	} else {
 		resp, err = s.model.Complete(ctx, req)
 	}
-	telemetry.ObserveWithTrace(s.m.latency, time.Since(start).Seconds(), span)
 	if err != nil {
 		s.m.requests.WithLabelValues(llm.ErrorClass(err), llm.FailedTarget(err)).Inc()
 		span.SetAttributes(attribute.String("llm.target", llm.FailedTarget(err)))

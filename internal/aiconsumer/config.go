@@ -39,8 +39,12 @@ type Config struct {
 	// refuses to start without a key unless this is set.
 	Offline        bool          `env:"LLM_OFFLINE" envDefault:"false"`
 	OfflineLatency time.Duration `env:"LLM_OFFLINE_LATENCY" envDefault:"0s"`
-	// Retry, budget and breaker around model calls.
+	// The answer deadline, retries, budget and breaker around model calls.
 	LLM llm.Policy
+	// DelayedAfter is how long after its acceptance a message whose model
+	// call is waiting for the model (rate limited, failing, breaker open)
+	// gets its status envelope, state delayed (wait.go says why 3s).
+	DelayedAfter time.Duration `env:"ANSWER_DELAYED_AFTER" envDefault:"3s"`
 	// Limits: the daily token budget per user is reserved here before each
 	// model call and settled with the call's real use after it.
 	Limits ratelimit.Config
@@ -84,6 +88,8 @@ func (c Config) Validate() error {
 		return errors.New("HISTORY_CONTEXT_CHARS: must not be negative")
 	case c.AnswerTTL < time.Minute:
 		return errors.New("AI_ANSWER_TTL: must be at least 1m")
+	case c.DelayedAfter < 0:
+		return errors.New("ANSWER_DELAYED_AFTER: must not be negative")
 	}
 	if !c.Offline {
 		if c.APIKey == "" {

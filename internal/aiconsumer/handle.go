@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -27,6 +28,8 @@ import (
 //     not yet settled, and what the call used. Settling adds a difference,
 //     so it must happen once per reservation; one that failed is retried
 //     before anything else.
+//   - delayed: the user was told the answer is late (a status envelope);
+//     once per message is enough (wait.go).
 //
 // Not kept: the stored-answer lookup and the conversation memory (one cheap
 // round trip, needed only before the model call) and the chunk numbering (an
@@ -41,10 +44,14 @@ type recordState struct {
 	stored bool
 	held   *ratelimit.Reservation
 	used   int64
+	// delayed is set from the status notice's timer, hence atomic.
+	delayed atomic.Bool
 }
 
 // pending says whether a retry needs this state.
-func (st *recordState) pending() bool { return st.answer != nil || st.held != nil }
+func (st *recordState) pending() bool {
+	return st.answer != nil || st.held != nil || st.delayed.Load()
+}
 
 // retryStates are the pending states, by message id. An entry lives from an
 // attempt that failed transiently with something pending until the record

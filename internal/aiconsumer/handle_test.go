@@ -1,7 +1,6 @@
 package aiconsumer
 
 import (
-	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -17,7 +16,7 @@ import (
 )
 
 func TestRedeliveredMessageReusesTheStoredAnswer(t *testing.T) {
-	r := newRig(t)
+	r := newRig(t, nil)
 	if err := r.run(t, message(t, "u1", "m1")); err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +40,7 @@ func TestRedeliveredMessageReusesTheStoredAnswer(t *testing.T) {
 // stores it on the third attempt without asking the model again, and the
 // budget is settled once.
 func TestRedisFailureAfterTheModelAnsweredDoesNotAskAgain(t *testing.T) {
-	r := newRig(t)
+	r := newRig(t, nil)
 	r.answers.putFails = 2
 	if err := r.run(t, message(t, "u1", "m1")); err != nil {
 		t.Fatal(err)
@@ -61,7 +60,7 @@ func TestRedisFailureAfterTheModelAnsweredDoesNotAskAgain(t *testing.T) {
 }
 
 func TestPermanentModelErrorIsOneErrorAnswer(t *testing.T) {
-	r := newRig(t)
+	r := newRig(t, nil)
 	r.model.errs = []error{fmt.Errorf("%w: 400 bad request", llm.ErrPermanent)}
 	if err := r.run(t, message(t, "u1", "m1")); err != nil {
 		t.Fatal(err)
@@ -77,16 +76,17 @@ func TestPermanentModelErrorIsOneErrorAnswer(t *testing.T) {
 	}
 }
 
-// A transient model failure (not ended by the model client) is retried as
-// a record; its reservation is released, so only the answered call counts.
-func TestTransientModelErrorReleasesTheReservation(t *testing.T) {
-	r := newRig(t)
-	r.model.errs = []error{errors.New("quota store unreachable")}
+// A call that could not be sent (the quota store away) is not the model's
+// failure: it is retried as a record, its reservation released, so only
+// the answered call counts.
+func TestUnsentModelCallIsARecordRetryThatReleasesTheReservation(t *testing.T) {
+	r := newRig(t, nil)
+	r.quota.fail = map[int]bool{1: true}
 	if err := r.run(t, message(t, "u1", "m1")); err != nil {
 		t.Fatal(err)
 	}
-	if r.model.called() != 2 || len(r.out.answers) != 1 || r.out.answers[0].Type != envelope.TypeResponse {
-		t.Fatalf("model called %d times, answers %+v; want 2 calls and one response", r.model.called(), r.out.answers)
+	if r.model.called() != 1 || len(r.out.answers) != 1 || r.out.answers[0].Type != envelope.TypeResponse {
+		t.Fatalf("model called %d times, answers %+v; want 1 call and one response", r.model.called(), r.out.answers)
 	}
 	if r.budget.reserves != 2 || r.budget.used != 40 {
 		t.Fatalf("%d reservations, %d used; want 2 and only the answered call's 40", r.budget.reserves, r.budget.used)
@@ -94,7 +94,7 @@ func TestTransientModelErrorReleasesTheReservation(t *testing.T) {
 }
 
 func TestBudgetRefusalIsAnErrorAnswerWithoutAModelCall(t *testing.T) {
-	r := newRig(t)
+	r := newRig(t, nil)
 	r.budget.limit, r.budget.used = 1000, 999 // one token left
 	if err := r.run(t, message(t, "u1", "m1")); err != nil {
 		t.Fatal(err)
@@ -120,7 +120,7 @@ func TestBurstStaysWithinTheDailyBudget(t *testing.T) {
 	t.Cleanup(func() { _ = rdb.Close() })
 	const limit, perCall = 2000, 700
 	tokens := ratelimit.NewDailyTokens(rdb, limit)
-	r := newRig(t)
+	r := newRig(t, nil)
 	r.s.budget, r.model.tokens = tokens, perCall
 	for i := range 20 {
 		if err := r.run(t, message(t, "u1", fmt.Sprintf("m%d", i))); err != nil {
@@ -148,7 +148,7 @@ func TestBurstStaysWithinTheDailyBudget(t *testing.T) {
 }
 
 func TestStreamedAnswerSendsNumberedChunks(t *testing.T) {
-	r := newRig(t)
+	r := newRig(t, nil)
 	r.model.deltas = []string{"the ", "answer"}
 	rec := message(t, "u1", "m1")
 	in, _ := envelope.Unmarshal(rec.Value)
@@ -168,7 +168,7 @@ func TestStreamedAnswerSendsNumberedChunks(t *testing.T) {
 }
 
 func TestRecordThatIsNotAMessageIsPermanent(t *testing.T) {
-	r := newRig(t)
+	r := newRig(t, nil)
 	for _, v := range [][]byte{[]byte("{not json"), mustRecord(t, &envelope.Envelope{
 		Type: envelope.TypeResponse, ID: "r1", ReplyTo: "m1", UserID: "u1", Content: "x", CorrelationID: "c",
 	}).Value} {

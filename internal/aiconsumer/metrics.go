@@ -3,6 +3,7 @@ package aiconsumer
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/chatrelay/chat/internal/llm"
 	"github.com/chatrelay/chat/internal/telemetry"
 )
 
@@ -17,6 +18,7 @@ type metrics struct {
 	inflight prometheus.Gauge
 	// fallbacks counts calls passed on from one model to the next.
 	fallbacks *prometheus.CounterVec
+	delayed   *prometheus.CounterVec
 }
 
 // The model label is the router's target name (llm.Router): configured,
@@ -72,7 +74,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"outcome", "model"}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: telemetry.Namespace, Subsystem: "llm", Name: "request_seconds",
-			Help:    "Latency of one model call.",
+			Help:    "Latency of one request to the model (a retry is another request; waits between them are not counted).",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 1.5, 2, 3, 5, 10, 20, 30, 60},
 		}),
 		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -98,13 +100,20 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}, []string{"state", "model"})
 	m.inflight = prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: telemetry.Namespace, Subsystem: "llm", Name: "in_flight",
-		Help: "Model calls in flight in this instance.",
+		Help: "Requests to the model in flight in this instance (a message waiting between requests holds none).",
 	})
 	m.fallbacks = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: telemetry.Namespace, Subsystem: "llm", Name: "fallbacks_total",
 		Help: "Model calls passed on to the next configured model (LLM_FALLBACKS), by the model left and the class of its error.",
 	}, []string{"model", "class"})
-	reg.MustRegister(m.requests, m.latency, m.tokens, m.answers, m.reused, m.retries, m.breaker, m.inflight, m.fallbacks)
+	m.delayed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: telemetry.Namespace, Subsystem: "ai", Name: "answers_delayed_total",
+		Help: "Status envelopes (delayed) produced: messages still waiting for the model ANSWER_DELAYED_AFTER after acceptance, by why it waited (rate_limited, failing, breaker_open).",
+	}, []string{"reason"})
+	for _, r := range []string{llm.WaitRateLimited, llm.WaitFailing, llm.WaitBreakerOpen} {
+		m.delayed.WithLabelValues(r)
+	}
+	reg.MustRegister(m.requests, m.latency, m.tokens, m.answers, m.reused, m.retries, m.breaker, m.inflight, m.fallbacks, m.delayed)
 	m.tokens.WithLabelValues("prompt")
 	m.tokens.WithLabelValues("completion")
 	m.answers.WithLabelValues("response")

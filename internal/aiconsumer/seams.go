@@ -36,13 +36,16 @@ type answerStore interface {
 	Put(ctx context.Context, answer *envelope.Envelope) (*envelope.Envelope, error)
 }
 
-// answerSink sends answers to the responses topic.
+// answerSink sends answers, and news of them, to the responses topic.
 type answerSink interface {
 	// Answer returns once the broker acknowledged the answer.
 	Answer(ctx context.Context, e *envelope.Envelope) error
 	// Chunk sends a piece of a streamed answer without waiting: chunks are
 	// a preview, and the final answer carries the whole text.
 	Chunk(ctx context.Context, e *envelope.Envelope)
+	// Status sends news of a late answer without waiting: it is not
+	// stored, and the answer that follows makes it moot.
+	Status(ctx context.Context, e *envelope.Envelope)
 }
 
 // tokenBudget is the users' daily token budget (ratelimit.DailyTokens).
@@ -85,14 +88,20 @@ func (k kafkaAnswers) Answer(ctx context.Context, e *envelope.Envelope) error {
 	return nil
 }
 
-func (k kafkaAnswers) Chunk(ctx context.Context, e *envelope.Envelope) {
+func (k kafkaAnswers) Chunk(ctx context.Context, e *envelope.Envelope) { k.produce(ctx, e) }
+
+func (k kafkaAnswers) Status(ctx context.Context, e *envelope.Envelope) { k.produce(ctx, e) }
+
+// produce sends e without waiting for the broker, in order behind what
+// was produced before it on the user's partition.
+func (k kafkaAnswers) produce(ctx context.Context, e *envelope.Envelope) {
 	r, err := kafka.EnvelopeRecord(kafka.TopicResponses, e)
 	if err != nil {
 		return
 	}
 	k.p.Produce(context.WithoutCancel(ctx), r, func(_ *kgo.Record, err error) {
 		if err != nil {
-			k.log.WarnContext(ctx, "chunk not produced", "seq", e.Seq, "error", err)
+			k.log.WarnContext(ctx, e.Type+" not produced", "reply_to", e.ReplyTo, "seq", e.Seq, "error", err)
 		}
 	})
 }

@@ -347,6 +347,12 @@ func (c *modelCall) wait(ctx context.Context, until time.Time, reason string) er
 	}
 	for {
 		v := c.r.news.view()
+		if v.state == gobreaker.StateOpen && v.openTill.Before(until) {
+			// While the breaker is open its probes set the pace, not this
+			// call's backoff: its tries cost nothing until then, and a
+			// call in a long backoff must not sleep through the recovery.
+			until = v.openTill
+		}
 		end := until
 		if !c.deadline.IsZero() && end.After(c.deadline) {
 			end = c.deadline

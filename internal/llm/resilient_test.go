@@ -190,7 +190,11 @@ func (g *gated) Complete(context.Context, Request) (Response, error) {
 	return Response{Content: "ok"}, nil
 }
 
-func (g *gated) requests() []string { g.mu.Lock(); defer g.mu.Unlock(); return append([]string(nil), g.sent...) }
+func (g *gated) requests() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]string(nil), g.sent...)
+}
 
 // While the model is down the breaker opens; the calls wait for it instead
 // of failing, only its probes reach the model, and when the model is back a
