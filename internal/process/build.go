@@ -13,6 +13,8 @@ import (
 	"github.com/chatrelay/chat/internal/aiconsumer"
 	"github.com/chatrelay/chat/internal/config"
 	"github.com/chatrelay/chat/internal/gateway"
+	"github.com/chatrelay/chat/internal/grouplag"
+	"github.com/chatrelay/chat/internal/kafka"
 	"github.com/chatrelay/chat/internal/llm"
 	"github.com/chatrelay/chat/internal/ops"
 	"github.com/chatrelay/chat/internal/relay"
@@ -71,6 +73,7 @@ type Services struct {
 	AIConfig       aiconsumer.Config
 	Relay          *relay.Relay // nil unless Relay runs
 	RelayConfig    relay.Config
+	GroupLagConfig grouplag.Config
 
 	built  []Service
 	checks map[string]ops.Check
@@ -104,12 +107,41 @@ func Build(ctx context.Context, o Options) (*Services, error) {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 	}
+	if err := s.buildGroupLag(); err != nil {
+		s.release(ctx)
+		return nil, err
+	}
 	return s, nil
 }
+
+// buildGroupLag adds the consumer groups' lag exporter, once per process
+// whatever services it runs: every process measures every group from the
+// broker's view, so the lag stays measured while any process of the system
+// is alive, the dead consumer's included (internal/grouplag).
+func (s *Services) buildGroupLag() error {
+	if !s.GroupLagConfig.Enabled() {
+		return nil
+	}
+	e, err := grouplag.New(s.GroupLagConfig, s.Telemetry.Log.With("component", "grouplag"), s.Telemetry.Registry)
+	if err != nil {
+		return err
+	}
+	s.add(withoutChecks{e}, false, "")
+	return nil
+}
+
+// withoutChecks is a part that readiness does not wait for: a gateway must
+// not be taken out of nginx because the lag cannot be measured.
+type withoutChecks struct{ Part }
+
+func (withoutChecks) Checks() map[string]ops.Check { return nil }
 
 // load reads the ops settings and each requested service's configuration.
 func (s *Services) load(o Options) error {
 	if err := config.LoadFrom(&s.Ops, o.Env); err != nil {
+		return err
+	}
+	if err := config.LoadFrom(&s.GroupLagConfig, o.Env); err != nil {
 		return err
 	}
 	for i, name := range o.Services {
@@ -131,7 +163,19 @@ func (s *Services) load(o Options) error {
 			return err
 		}
 	}
-	return nil
+	return s.GroupLagConfig.Covers(s.consumedGroups(o.Services)...)
+}
+
+// consumedGroups is the groups and topics this process's consumers use.
+func (s *Services) consumedGroups(services []string) []grouplag.Target {
+	var used []grouplag.Target
+	if slices.Contains(services, AIConsumer) {
+		used = append(used, grouplag.Target{Group: s.AIConfig.Group, Topic: kafka.TopicIncoming})
+	}
+	if slices.Contains(services, Relay) {
+		used = append(used, grouplag.Target{Group: s.RelayConfig.Group, Topic: kafka.TopicResponses})
+	}
+	return used
 }
 
 func (s *Services) loadGateways(env map[string]string, n int) error {

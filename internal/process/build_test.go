@@ -99,6 +99,7 @@ func TestBuildRefusesBadInput(t *testing.T) {
 		{"bad ops value", []string{Relay}, map[string]string{"OPS_ADDR": "nonsense"}, "OPS_ADDR"},
 		{"unknown service", []string{"mailer"}, map[string]string{}, `unknown service "mailer"`},
 		{"listed twice", []string{Relay, Relay}, map[string]string{}, "listed twice"},
+		{"lag exporter blind to the group", []string{Relay}, map[string]string{"RELAY_GROUP": "relay-2"}, "KAFKA_LAG_GROUPS"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

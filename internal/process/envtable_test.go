@@ -17,6 +17,7 @@ import (
 	"github.com/chatrelay/chat/internal/config"
 	"github.com/chatrelay/chat/internal/devstack"
 	"github.com/chatrelay/chat/internal/gateway"
+	"github.com/chatrelay/chat/internal/grouplag"
 	"github.com/chatrelay/chat/internal/process"
 	"github.com/chatrelay/chat/internal/relay"
 )
@@ -28,13 +29,14 @@ import (
 
 const readmePath = "../../README.md"
 
-// readers is what each service reads: process.Build loads config.Ops and the
-// service's own configuration; the dev stack adds its own settings (and,
-// running all three services, reads everything they read).
+// readers is what each service reads: process.Build loads config.Ops, the
+// group lag exporter's configuration and the service's own configuration;
+// the dev stack adds its own settings (and, running all three services,
+// reads everything they read).
 var readers = map[string][]any{
-	process.Gateway:    {config.Ops{}, gateway.Config{}},
-	process.AIConsumer: {config.Ops{}, aiconsumer.Config{}},
-	process.Relay:      {config.Ops{}, relay.Config{}},
+	process.Gateway:    {config.Ops{}, grouplag.Config{}, gateway.Config{}},
+	process.AIConsumer: {config.Ops{}, grouplag.Config{}, aiconsumer.Config{}},
+	process.Relay:      {config.Ops{}, grouplag.Config{}, relay.Config{}},
 	devstackName:       {devstack.Config{}},
 }
 
