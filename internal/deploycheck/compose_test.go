@@ -129,6 +129,8 @@ var projectChecks = []projectCheck{
 	{"images are named without a registry host", checkImageNames},
 	{"healthcheck runs the service's own binary", checkHealthcheckBinary},
 	{"nginx re-resolves the gateway names", checkNginxResolves},
+	{"healthchecks use the tools their images ship", checkImageHealthcheckTools},
+	{"kafka JVM options reach the broker only", checkKafkaJVMOptions},
 }
 
 func TestComposeFiles(t *testing.T) {
