@@ -131,6 +131,7 @@ var projectChecks = []projectCheck{
 	{"nginx re-resolves the gateway names", checkNginxResolves},
 	{"healthchecks use the tools their images ship", checkImageHealthcheckTools},
 	{"kafka JVM options reach the broker only", checkKafkaJVMOptions},
+	{"every shipped log line carries its service", checkLogsLabelledByService},
 }
 
 func TestComposeFiles(t *testing.T) {
