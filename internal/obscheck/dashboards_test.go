@@ -227,7 +227,7 @@ func TestOverviewDashboardContent(t *testing.T) {
 		"histogram_quantile(0.9, sum by (le) (rate(chat_end_to_end_latency_seconds_bucket",
 		"histogram_quantile(0.99, sum by (le) (rate(chat_end_to_end_latency_seconds_bucket",
 		"sum by (instance) (chat_ws_connections)",
-		"chat_kafka_consumer_lag",
+		"chat_kafka_group_lag",
 		"chat_llm_request_seconds_bucket",
 		"chat_llm_requests_total",
 		"chat_llm_tokens_total",
