@@ -1,5 +1,5 @@
 // Package telemetry sets up a process's logs, traces and metrics in one place:
-// a JSON slog logger whose lines carry the correlation and trace ids of the
+// a slog logger (JSON, or text on a terminal) whose lines carry the correlation and trace ids of the
 // context they are written with, an OpenTelemetry tracer provider configured
 // by the standard OTEL_* variables, and a Prometheus registry.
 package telemetry
@@ -54,15 +54,63 @@ func ParseLevel(s string) (slog.Level, error) {
 	return l, nil
 }
 
-// NewLogger returns a JSON logger writing to w whose every line carries
+// NewLogger returns a logger writing to w whose every line carries
 // service, and, when the context has them, correlation_id, trace_id and
 // span_id — so callers log with slog's *Context methods and never repeat ids.
+//
+// Lines are JSON, which is what log collectors parse, except when w is a
+// terminal (make run in a shell): a person reads those, so they are slog's
+// key=value text with a short time. Loggers for a library (With(
+// LibraryKey, name), as the Kafka clients' is) write warnings and errors
+// only, unless level is debug: at info, franz-go's group and connection
+// chatter buried everything else.
 func NewLogger(w io.Writer, service string, level slog.Leveler) *slog.Logger {
-	h := slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})
-	return slog.New(contextHandler{h}).With("service", service)
+	return newLogger(w, service, level, isTerminal(w))
 }
 
-type contextHandler struct{ slog.Handler }
+func newLogger(w io.Writer, service string, level slog.Leveler, text bool) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewJSONHandler(w, opts)
+	if text {
+		opts.ReplaceAttr = shortTime
+		h = slog.NewTextHandler(w, opts)
+	}
+	return slog.New(contextHandler{Handler: h, level: level}).With("service", service)
+}
+
+// shortTime prints the time of day only: a terminal session is read as it
+// happens.
+func shortTime(groups []string, a slog.Attr) slog.Attr {
+	if len(groups) == 0 && a.Key == slog.TimeKey && a.Value.Kind() == slog.KindTime {
+		return slog.String(slog.TimeKey, a.Value.Time().Format("15:04:05.000"))
+	}
+	return a
+}
+
+// LibraryKey is the attribute naming the library a logger is handed to;
+// libraries lists the values whose chatter is kept at LibraryLevel.
+const LibraryKey = "component"
+
+// LibraryLevel is the least level a library's logger writes unless the
+// process logs at debug.
+const LibraryLevel = slog.LevelWarn
+
+var libraries = map[string]bool{"franz-go": true}
+
+type contextHandler struct {
+	slog.Handler
+	level   slog.Leveler // the process's level
+	library bool         // a library's logger: kept at LibraryLevel
+}
+
+// Enabled is what slog and the library adapters (kslog) ask before a line
+// is formatted, so chatter below the floor costs nothing.
+func (h contextHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	if h.library && l < LibraryLevel && h.level.Level() > slog.LevelDebug {
+		return false
+	}
+	return h.Handler.Enabled(ctx, l)
+}
 
 func (h contextHandler) Handle(ctx context.Context, r slog.Record) error {
 	if ctx != nil {
@@ -77,9 +125,15 @@ func (h contextHandler) Handle(ctx context.Context, r slog.Record) error {
 }
 
 func (h contextHandler) WithAttrs(as []slog.Attr) slog.Handler {
-	return contextHandler{h.Handler.WithAttrs(as)}
+	library := h.library
+	for _, a := range as {
+		if a.Key == LibraryKey && libraries[a.Value.String()] {
+			library = true
+		}
+	}
+	return contextHandler{Handler: h.Handler.WithAttrs(as), level: h.level, library: library}
 }
 
 func (h contextHandler) WithGroup(name string) slog.Handler {
-	return contextHandler{h.Handler.WithGroup(name)}
+	return contextHandler{Handler: h.Handler.WithGroup(name), level: h.level, library: h.library}
 }
