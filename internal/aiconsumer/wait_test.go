@@ -99,7 +99,8 @@ func checkStatus(t *testing.T, st *envelope.Envelope, id string) {
 // A brownout shorter than the deadline, on the shipped settings: the model
 // answers 429 for 2 s and 503 for 2 s. Every message waits for it (no slot
 // held meanwhile), is answered by the model within about two seconds of
-// its return, and hears one status before its answer.
+// its return, and one that waited for the model hears one status before
+// its answer.
 func TestBrownoutShorterThanTheDeadlineIsAnswered(t *testing.T) {
 	r := newRig(t, nil)
 	r.model.fail(apiError(http.StatusTooManyRequests))
@@ -128,7 +129,10 @@ func TestBrownoutShorterThanTheDeadlineIsAnswered(t *testing.T) {
 		if a.Type != envelope.TypeResponse || a.Content != "the answer" {
 			t.Errorf("answer %+v, want the model's answer", a)
 		}
-		if late := at[i].Sub(recovered); late > 2*time.Second {
+		// At worst: the open period ends a second after the return, the
+		// probes close the breaker, and the waiting calls go within one
+		// more open period.
+		if late := at[i].Sub(recovered); late > 2*time.Second+500*time.Millisecond {
 			t.Errorf("%s answered %v after the model came back", a.ReplyTo, late)
 		}
 	}

@@ -227,7 +227,7 @@ func TestResilientBreakerProbesAndRecovers(t *testing.T) {
 	if bound := calls + int(p.BreakerProbes)*(int(time.Second/p.BreakerOpenFor)+1); during > bound {
 		t.Errorf("%d requests in a second of outage, want at most %d", during, bound)
 	}
-	if took > 2*p.BreakerOpenFor+150*time.Millisecond {
+	if took > 2*p.BreakerOpenFor+400*time.Millisecond {
 		t.Errorf("the waiting calls were answered %v after the model came back, want within about two open periods", took)
 	}
 	if g.maxHalf > int(p.BreakerProbes) {
