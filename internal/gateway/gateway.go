@@ -135,7 +135,7 @@ func (g *Gateway) wire(reg prometheus.Registerer) {
 	g.replays = newReplayReader(g.history, replayConcurrency)
 	g.marks = newDeliveredMarks(g.history, g.log)
 	g.lim = limitsOf(ratelimit.New(g.rdb, g.cfg.Limits))
-	g.m = newMetrics(reg, func() float64 { return float64(g.hub.Users()) })
+	g.m = newMetrics(reg, func() float64 { return float64(g.hub.Users()) }, g.cfg.Limits.InstanceSockets)
 	g.hub.OnInvalid = func(error) { g.m.dropped.WithLabelValues(dropInvalid).Inc() }
 	g.deliveryCfg = delivery.DefaultConfig()
 	g.deliveryCfg.OnDuplicate = g.m.duplicates.Inc

@@ -38,7 +38,9 @@ type metrics struct {
 	limitErrors   *prometheus.CounterVec
 }
 
-func newMetrics(reg prometheus.Registerer, users func() float64) *metrics {
+// socketLimit is LIMIT_INSTANCE_SOCKETS, exported so the capacity alert
+// divides by the configured limit instead of a number of its own.
+func newMetrics(reg prometheus.Registerer, users func() float64, socketLimit int) *metrics {
 	ns := telemetry.Namespace
 	m := &metrics{
 		open: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: "ws", Name: "connections",
@@ -65,6 +67,8 @@ func newMetrics(reg prometheus.Registerer, users func() float64) *metrics {
 			Help: "Users with a live Redis subscription on this instance."}, users),
 	}
 	m.addDeliveryAndLimits()
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: "ws", Name: "connections_limit",
+		Help: "Most WebSocket connections this instance accepts (LIMIT_INSTANCE_SOCKETS; 0: no limit)."}, func() float64 { return float64(socketLimit) }))
 	reg.MustRegister(m.replayed, m.replayRetries, m.duplicates, m.limited, m.authRefusals, m.limitErrors)
 	reg.MustRegister(m.open, m.connects, m.disconnects, m.frames, m.accepted, m.rejected, m.produce, m.e2e, m.dropped, m.users)
 	m.zero()
