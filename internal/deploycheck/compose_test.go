@@ -13,7 +13,6 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
-	"go.yaml.in/yaml/v3"
 
 	"github.com/chatrelay/chat/internal/testinfra"
 )
@@ -128,10 +127,12 @@ var projectChecks = []projectCheck{
 	{"restart policy", checkRestart},
 	{"images are named without a registry host", checkImageNames},
 	{"healthcheck runs the service's own binary", checkHealthcheckBinary},
+	{"each replica has its own INSTANCE_ID", checkInstanceIDs},
 	{"nginx re-resolves the gateway names", checkNginxResolves},
 	{"healthchecks use the tools their images ship", checkImageHealthcheckTools},
 	{"kafka JVM options reach the broker only", checkKafkaJVMOptions},
 	{"every shipped log line carries its service", checkLogsLabelledByService},
+	{"alert links are absolute", checkAlertLinkBases},
 }
 
 func TestComposeFiles(t *testing.T) {
@@ -436,14 +437,8 @@ func TestComposeFilesHaveNoVersion(t *testing.T) {
 	root := repoRoot(t)
 	for _, files := range composeFileSets(t, root) {
 		for _, f := range files {
-			b, err := os.ReadFile(f)
-			if err != nil {
-				t.Fatal(err)
-			}
 			var top map[string]any
-			if err := yaml.Unmarshal(b, &top); err != nil {
-				t.Fatalf("%s: %v", f, err)
-			}
+			readYAML(t, f, &top)
 			if _, ok := top["version"]; ok {
 				t.Errorf("%s: top-level `version` is obsolete in Compose v2 (it warns and ignores it)", f)
 			}

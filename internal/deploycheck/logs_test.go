@@ -1,14 +1,12 @@
 package deploycheck
 
 import (
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/compose-spec/compose-go/v2/types"
-	"go.yaml.in/yaml/v3"
 )
 
 // Defect: lines that are not the services' JSON (a panic's stack trace,
@@ -66,14 +64,8 @@ type collectorConfig struct {
 // indexes resource attributes only).
 func checkCollectorGroupsByService(t *testing.T, root string) {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(root, collectorConfigPath))
-	if err != nil {
-		t.Fatal(err)
-	}
 	var c collectorConfig
-	if err := yaml.Unmarshal(b, &c); err != nil {
-		t.Fatalf("%s: %v", collectorConfigPath, err)
-	}
+	readYAML(t, filepath.Join(root, collectorConfigPath), &c)
 	for name, pl := range c.Service.Pipelines {
 		if !strings.HasPrefix(name, "logs") || !slices.ContainsFunc(pl.Receivers, isFluentForward) {
 			continue
