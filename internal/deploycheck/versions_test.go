@@ -88,16 +88,18 @@ func TestGoImageMatchesGoMod(t *testing.T) {
 			t.Errorf("Dockerfile: FROM golang:%s, but go.mod needs go %s: change both together", tag, want)
 		}
 	}
-	// The tools module is built by the same Go on the same machine (make
-	// tools): it must not need a newer release than the main module.
-	if tools := filepath.Join(root, "tools", "go.mod"); fileExists(tools) {
-		if tv := goVersion(t, tools); versionLess(t, want, tv) {
-			t.Errorf("tools/go.mod needs go %s, newer than go.mod's %s", tv, want)
+	// The test tools' modules are built by the same Go on the same machine
+	// (make tools): none may need a newer release than the main module.
+	for _, pattern := range []string{"tools/go.mod", "tools/*/go.mod"} {
+		mods, err := filepath.Glob(filepath.Join(root, pattern))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range mods {
+			if tv := goVersion(t, m); versionLess(t, want, tv) {
+				rel, _ := filepath.Rel(root, m)
+				t.Errorf("%s needs go %s, newer than go.mod's %s", rel, tv, want)
+			}
 		}
 	}
-}
-
-func fileExists(path string) bool {
-	_, err := os.Stat(path)
-	return err == nil
 }
