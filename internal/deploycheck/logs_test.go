@@ -30,6 +30,11 @@ func checkLogsLabelledByService(t *testing.T, root string, p *types.Project) {
 			continue
 		}
 		shipped++
+		// The services write text instead of JSON to a terminal
+		// (internal/telemetry), which the collector cannot parse.
+		if s.Tty {
+			t.Errorf("%s: tty: true makes the service log text, not the JSON lines the collector parses", s.Name)
+		}
 		opt := strings.Split(s.Logging.Options["labels"], ",")
 		if !slices.Contains(opt, serviceLabel) {
 			t.Errorf("%s: logging option labels=%q does not send the container label %q with each line", s.Name, s.Logging.Options["labels"], serviceLabel)
