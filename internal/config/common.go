@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"regexp"
 	"time"
 )
 
@@ -17,9 +19,37 @@ type Kafka struct {
 	// request to the partition is in flight; 2 ms per hop took the
 	// unloaded median from 4.0 to 6.3 ms (docs/performance.md).
 	Linger time.Duration `env:"KAFKA_PRODUCER_LINGER" envDefault:"0s"`
-	// SessionTimeout is how long a consumer that died silently keeps its
-	// partitions before the group moves them.
-	SessionTimeout time.Duration `env:"KAFKA_SESSION_TIMEOUT" envDefault:"45s"`
+	// SessionTimeout is how long a consumer that died silently and did not
+	// come back keeps its partitions before the group moves them. A crashed
+	// instance that restarts takes its partitions back at once with its
+	// INSTANCE_ID (static membership), and one that stops for good leaves
+	// the group, so this only bounds the stall of an instance that vanished
+	// without a restart (a lost node, a hard-killed pod whose replacement
+	// has a new name). 10s: Kafka's default before 3.0, above the brokers'
+	// 6s minimum; a false expiry only costs a rebalance and redelivered
+	// records, which are de-duplicated (docs/takeover.md).
+	SessionTimeout time.Duration `env:"KAFKA_SESSION_TIMEOUT" envDefault:"10s"`
+	// InstanceID is this instance's stable identity: the consumers' group
+	// instance id (static membership, KIP-345), so that a restarted
+	// instance takes its partitions back without waiting for the session
+	// timeout. Empty means the host name, which compose (the container id)
+	// and Kubernetes (the pod name) keep across restarts. Each replica
+	// needs its own: a second instance with the same id fences the first.
+	InstanceID string `env:"INSTANCE_ID"`
+}
+
+// Instance is the instance id: INSTANCE_ID, or else the host name.
+func (k Kafka) Instance() string {
+	if k.InstanceID != "" {
+		return k.InstanceID
+	}
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		// No stable identity to claim: the consumers join as dynamic
+		// members, as before static membership.
+		return ""
+	}
+	return host
 }
 
 // Validate checks the broker settings.
@@ -35,9 +65,16 @@ func (k Kafka) Validate() error {
 		return errors.New("KAFKA_PRODUCER_LINGER: must not be negative")
 	case k.SessionTimeout < time.Second:
 		return errors.New("KAFKA_SESSION_TIMEOUT: must be at least 1s")
+	case k.InstanceID != "" && !instanceIDPattern.MatchString(k.InstanceID):
+		// Kafka's rule for a group instance id; checked here so that a bad
+		// value stops the process at start, naming the variable, instead
+		// of failing every join.
+		return fmt.Errorf("INSTANCE_ID: %q must be 1-249 of [A-Za-z0-9._-]", k.InstanceID)
 	}
 	return nil
 }
+
+var instanceIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,249}$`)
 
 // Redis is the Redis configuration shared by every service. The URL may hold
 // a password, hence secret.

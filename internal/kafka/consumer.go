@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,6 +28,14 @@ type ConsumerConfig struct {
 	CommitInterval time.Duration
 	// SessionTimeout is the group session timeout (0: franz-go's 45s).
 	SessionTimeout time.Duration
+	// InstanceID, when set, makes the consumer a static group member
+	// (KIP-345): after a crash, a restart with the same id takes the
+	// partitions back without waiting for the session timeout. Run still
+	// leaves the group when it ends (leave.go).
+	InstanceID string
+	// Fenced, when set, counts the times another member with the same
+	// InstanceID took this one's place (NewFencedCounter).
+	Fenced *prometheus.CounterVec
 	// Lag, when set, receives the consumer lag of owned partitions every
 	// LagInterval (default 5s).
 	Lag         *prometheus.GaugeVec
@@ -46,6 +55,13 @@ type Consumer struct {
 	log     *slog.Logger
 
 	slots chan struct{} // one token per record in flight
+
+	// fencedMember is the member id that was fenced, until the group
+	// gives this instance a new one (Fenced).
+	fencedMember atomic.Pointer[string]
+	// hookCl is cl for fenceHook, which runs on franz-go's goroutines,
+	// started before NewClient returned cl.
+	hookCl atomic.Pointer[kgo.Client]
 
 	mu       sync.Mutex
 	parts    map[topicPartition]*partState
@@ -116,28 +132,41 @@ func NewConsumer(cfg ConsumerConfig, h Handler) (*Consumer, error) {
 	}
 	cc := cfg.Client
 	cc.Role = "consumer"
-	extra := []kgo.Opt{}
-	if cfg.SessionTimeout > 0 {
-		extra = append(extra, kgo.SessionTimeout(cfg.SessionTimeout), kgo.HeartbeatInterval(max(cfg.SessionTimeout/10, 100*time.Millisecond)))
+	if cfg.Fenced != nil {
+		cfg.Fenced.WithLabelValues(cfg.Group) // a series at 0, for alerts on its increase
 	}
-	cl, err := NewClient(cc, append(extra,
-		kgo.ConsumerGroup(cfg.Group),
-		kgo.ConsumeTopics(cfg.Topics...),
+	cl, err := NewClient(cc, c.groupOpts()...)
+	if err != nil {
+		return nil, err
+	}
+	c.cl = cl
+	c.hookCl.Store(cl)
+	return c, nil
+}
+
+// groupOpts are the client's consumer group options.
+func (c *Consumer) groupOpts() []kgo.Opt {
+	opts := []kgo.Opt{
+		kgo.ConsumerGroup(c.cfg.Group),
+		kgo.ConsumeTopics(c.cfg.Topics...),
 		// Only records marked by finish() are ever committed, periodically
 		// and on revoke and shutdown.
 		kgo.AutoCommitMarks(),
-		kgo.AutoCommitInterval(cfg.CommitInterval),
+		kgo.AutoCommitInterval(c.cfg.CommitInterval),
 		kgo.OnPartitionsAssigned(c.assigned),
 		kgo.OnPartitionsRevoked(c.revoked),
 		kgo.OnPartitionsLost(c.lost),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchMaxWait(fetchMaxWait),
-	)...)
-	if err != nil {
-		return nil, err
+		kgo.WithHooks(fenceHook{c}),
 	}
-	c.cl = cl
-	return c, nil
+	if st := c.cfg.SessionTimeout; st > 0 {
+		opts = append(opts, kgo.SessionTimeout(st), kgo.HeartbeatInterval(max(st/10, 100*time.Millisecond)))
+	}
+	if c.cfg.InstanceID != "" {
+		opts = append(opts, kgo.InstanceID(c.cfg.InstanceID))
+	}
+	return opts
 }
 
 // Client exposes the underlying client (for readiness checks and lag).
@@ -159,10 +188,17 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}()
 	defer func() { <-lagDone }()
 
+	c.poll(ctx, procCtx)
+	c.drain(cancelProc)
+	return c.close()
+}
+
+// poll hands out records until ctx ends or the client is closed.
+func (c *Consumer) poll(ctx, procCtx context.Context) {
 	for {
 		fetches := c.cl.PollRecords(ctx, c.cfg.MaxInFlight)
 		if ctx.Err() != nil || fetches.IsClientClosed() {
-			break
+			return
 		}
 		fetches.EachError(func(topic string, p int32, err error) {
 			if !errors.Is(err, context.Canceled) {
@@ -173,7 +209,11 @@ func (c *Consumer) Run(ctx context.Context) error {
 			c.dispatch(ctx, procCtx, r)
 		})
 	}
+}
 
+// drain lets the records in flight finish, for at most DrainTimeout; then
+// it cancels them (they are redelivered).
+func (c *Consumer) drain(cancelProc context.CancelFunc) {
 	c.mu.Lock()
 	c.stopping = true
 	c.mu.Unlock()
@@ -186,14 +226,19 @@ func (c *Consumer) Run(ctx context.Context) error {
 		cancelProc()
 		<-waited
 	}
+}
 
+// close commits what finished, leaves the group and closes the client.
+func (c *Consumer) close() error {
 	commitCtx, cancel := context.WithTimeout(context.Background(), c.cfg.DrainTimeout)
 	defer cancel()
 	err := c.cl.CommitMarkedOffsets(commitCtx)
 	if err != nil {
 		err = fmt.Errorf("kafka consumer %s: final commit: %w", c.cfg.Group, err)
 	}
-	// Close leaves the group, which runs revoked() once more (nothing left).
+	c.leave(commitCtx)
+	// For a dynamic member Close leaves the group, which runs revoked()
+	// once more (nothing left); a static member left in leave.
 	c.cl.Close()
 	return err
 }
@@ -291,7 +336,7 @@ func (c *Consumer) assigned(_ context.Context, _ *kgo.Client, assigned map[strin
 			c.parts[topicPartition{topic, p}] = &partState{}
 		}
 	}
-	c.log.Info("kafka partitions assigned", "group", c.cfg.Group, "partitions", assigned)
+	c.log.Info("kafka partitions assigned", "group", c.cfg.Group, "instance_id", c.cfg.InstanceID, "partitions", assigned)
 }
 
 // revoked waits (bounded) for the revoked partitions' work in flight, then

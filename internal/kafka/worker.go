@@ -66,6 +66,7 @@ func NewWorker(ctx context.Context, cfg WorkerConfig, handle Handler) (*Worker, 
 		Client: cc, Group: cfg.Group, Topics: []string{cfg.Topic},
 		MaxInFlight: cfg.MaxInFlight, DrainTimeout: cfg.Drain, Lag: NewLagGauge(cfg.Registerer),
 		SessionTimeout: cfg.Kafka.SessionTimeout,
+		InstanceID:     cfg.Kafka.Instance(), Fenced: NewFencedCounter(cfg.Registerer),
 	}, h)
 	if err != nil {
 		w.Producer.Close()
@@ -74,8 +75,14 @@ func NewWorker(ctx context.Context, cfg WorkerConfig, handle Handler) (*Worker, 
 	return w, nil
 }
 
-// Ping checks the broker, for readiness.
-func (w *Worker) Ping(ctx context.Context) error { return Ping(ctx, w.consumer.Client()) }
+// Ping checks the broker, and that no other instance fenced this one (an
+// INSTANCE_ID shared by two replicas), for readiness.
+func (w *Worker) Ping(ctx context.Context) error {
+	if err := w.consumer.Fenced(); err != nil {
+		return err
+	}
+	return Ping(ctx, w.consumer.Client())
+}
 
 // Run consumes until ctx ends, then drains in order: in-flight records
 // finish and are committed, the group is left, the producer flushes and

@@ -22,6 +22,13 @@ import (
 // Main runs a service binary: `<binary> healthcheck` probes the ops
 // listener; otherwise run gets a context cancelled on SIGINT/SIGTERM. An
 // error is printed once, as JSON, and the process exits 1.
+//
+// The signal does not say whether the process comes back (Kubernetes and
+// compose send SIGTERM for a rollout and a scale-down alike), and it need
+// not: its consumers leave their groups on every orderly stop, which hands
+// their partitions over at once and measured as fast as staying for a
+// restart (docs/takeover.md). Only a crash keeps a member in its group,
+// for the restart to take back with the same INSTANCE_ID.
 func Main(service string, run func(ctx context.Context) error) {
 	if len(os.Args) > 1 && os.Args[1] == "healthcheck" {
 		ops.HealthcheckMain()
