@@ -5,7 +5,7 @@ BIN   ?= bin
 
 # Debian packages the tests need: command → package.
 TEST_DEPS := redis-server:redis-server nginx:nginx-light kcat:kcat \
-             promtool:prometheus prometheus-alertmanager:prometheus-alertmanager chromium:chromium
+             chromium:chromium
 
 # Fuzz targets as Name:package; `make fuzz` runs each for FUZZTIME.
 FUZZ_TARGETS := FuzzDecodeClientFrame:./internal/protocol/ FuzzUnmarshal:./internal/envelope/ \
@@ -24,14 +24,14 @@ test: deps tools vet ## install missing test servers, vet, run every test with -
 	$(GO) test -race -timeout 20m -count=1 ./...
 	@$(MAKE) --no-print-directory fuzz-smoke
 
-# The trace backend the tests search (Jaeger, built from tools/go.mod, whose
-# dependencies clash with ours); built once into the user cache, where the
-# tests look for it. Minutes on a fresh machine, nothing afterwards.
-JAEGER_VERSION := v1.76.0
-JAEGER_BIN     := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/chat-tools/jaeger-$(JAEGER_VERSION)
-
-tools: ## build the test-only tools (Jaeger) when missing
-	@if [ ! -x "$(JAEGER_BIN)" ]; then 	  echo "make tools: building Jaeger $(JAEGER_VERSION) (once; takes a few minutes)"; 	  cd tools && $(GO) build -o "$(JAEGER_BIN)" github.com/jaegertracing/jaeger/cmd/jaeger; 	fi
+# The servers the tests run at the versions compose ships — Prometheus and
+# promtool, Alertmanager and amtool, the OpenTelemetry Collector — and Jaeger,
+# each built from its own module under tools/ (their dependencies clash with
+# ours and with each other; tools/<tool>/go.mod is the one place naming its
+# version) into the user cache, where the tests look for them
+# (internal/testinfra/toolcache). Minutes on a fresh machine, once.
+tools: ## build the test-only tools (Prometheus, Alertmanager, collector, Jaeger) when missing
+	@$(GO) run ./internal/testinfra/toolcache/build
 
 fuzz-smoke: ## run each fuzz target for 5s, one at a time
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=5s
@@ -53,7 +53,7 @@ deps: ## install the Debian packages the tests need, when missing
 	  echo "make deps: installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" != 0 ]; then SUDO=sudo; fi; \
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
-	  for svc in redis-server nginx prometheus prometheus-alertmanager; do $$SUDO service $$svc stop >/dev/null 2>&1 || true; done; \
+	  for svc in redis-server nginx; do $$SUDO service $$svc stop >/dev/null 2>&1 || true; done; \
 	else echo "make deps: all test servers present"; fi
 
 vet: ## go vet over everything

@@ -113,9 +113,9 @@ type webhookAlert struct {
 // the relay measure from the broker's view of the dead consumer's group.
 func TestConsumerLagAlertEndToEnd(t *testing.T) {
 	t.Parallel()
-	promBin := testinfra.RequireBinary(t, "prometheus")
-	promtool := testinfra.RequireBinary(t, "promtool")
-	amBin := alertmanagerBinary(t)
+	promBin := testinfra.ToolBinary(t, "prometheus")
+	promtool := testinfra.ToolBinary(t, "promtool")
+	amBin := testinfra.ToolBinary(t, "alertmanager")
 	start := time.Now()
 
 	dir := t.TempDir()

@@ -27,9 +27,18 @@
 //     second with a test copy of the rule (derived from alerts/alerts.yml:
 //     shorter `for`, lower threshold), a real Alertmanager with the real
 //     routing, and a webhook receiver in the test.
+//   - collector_test.go checks that the collector built for the tests has
+//     exactly the components of observability/otel-collector/config.yml and
+//     runs `otelcol validate` on it; collector_live_test.go runs it live
+//     (only its addresses changed) between the real services and Jaeger
+//     (traces) and the file exporter (logs, sent as Docker's fluentd
+//     logging driver sends them), and checks the labels and ids the
+//     dashboards and Grafana's data sources rely on, crash output included.
+//   - toolversions_test.go checks that the tools the tests run are the
+//     versions docker-compose.observability.yml ships.
 //
-// promtool, prometheus and alertmanager (Debian: packages prometheus and
-// prometheus-alertmanager, whose binary is prometheus-alertmanager) must be
-// on PATH: a missing one skips the test locally and fails it under CI=true
-// (testinfra.RequireBinary).
+// prometheus, promtool, alertmanager, amtool and the collector are built
+// at the compose versions from their modules under tools/ by `make tools`
+// into the user cache (internal/testinfra/toolcache): a missing one skips
+// the test locally and fails it under CI=true (testinfra.ToolBinary).
 package obscheck

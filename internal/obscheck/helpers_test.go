@@ -35,16 +35,6 @@ func repoGlob(t testing.TB, pattern string) []string {
 	return files
 }
 
-// alertmanagerBinary finds Alertmanager under its upstream name or the name
-// Debian's prometheus-alertmanager package installs it as.
-func alertmanagerBinary(t testing.TB) string {
-	t.Helper()
-	if p, err := exec.LookPath("prometheus-alertmanager"); err == nil {
-		return p
-	}
-	return testinfra.RequireBinary(t, "alertmanager")
-}
-
 // run runs a short command in dir and returns its combined output.
 func run(t testing.TB, dir string, timeout time.Duration, name string, args ...string) (string, error) {
 	t.Helper()
@@ -296,9 +286,12 @@ func startDevstack(t testing.TB, extra ...string) *devstack {
 }
 
 // lines splits s into trimmed non-empty lines.
-func lines(s string) []string {
+func lines(s string) []string { return splitTrimmed(s, "\n") }
+
+// splitTrimmed splits s at sep into trimmed non-empty parts.
+func splitTrimmed(s, sep string) []string {
 	var out []string
-	for _, l := range strings.Split(s, "\n") {
+	for _, l := range strings.Split(s, sep) {
 		if l = strings.TrimSpace(l); l != "" {
 			out = append(out, l)
 		}

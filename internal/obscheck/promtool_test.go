@@ -34,7 +34,7 @@ var ruleFilesFound = regexp.MustCompile(`SUCCESS: (\d+) rule files found`)
 // to it (the overlay mounts them at /etc/prometheus/prometheus.yml and
 // /etc/prometheus/alerts), so its rule_files glob must find every rule file.
 func TestPromtoolCheckConfig(t *testing.T) {
-	promtool := testinfra.RequireBinary(t, "promtool")
+	promtool := testinfra.ToolBinary(t, "promtool")
 	root := repoRoot(t)
 	dir := t.TempDir()
 	copyFile(t, filepath.Join(root, "observability/prometheus/prometheus.yml"), filepath.Join(dir, "prometheus.yml"))
@@ -58,7 +58,7 @@ func TestPromtoolCheckConfig(t *testing.T) {
 
 // TestPromtoolCheckRules runs `promtool check rules alerts/*.yml`.
 func TestPromtoolCheckRules(t *testing.T) {
-	promtool := testinfra.RequireBinary(t, "promtool")
+	promtool := testinfra.ToolBinary(t, "promtool")
 	root := repoRoot(t)
 	args := []string{"check", "rules"}
 	for _, f := range repoGlob(t, "alerts/*.yml") {
@@ -76,7 +76,7 @@ func TestPromtoolCheckRules(t *testing.T) {
 // `promtool test rules alerts/tests/*.yml`, and checks that every alert of
 // alerts/*.yml is tested both firing and silent.
 func TestPromtoolTestRules(t *testing.T) {
-	promtool := testinfra.RequireBinary(t, "promtool")
+	promtool := testinfra.ToolBinary(t, "promtool")
 	root := repoRoot(t)
 	tests := repoGlob(t, "alerts/tests/*.yml")
 	args := []string{"test", "rules"}
@@ -146,10 +146,9 @@ func alertTestCoverage(t *testing.T, files []string) (fired, silent map[string]b
 var amURLFile = regexp.MustCompile(`(?m)^(\s*-?\s*)url_file:\s*(\S+)\s*$`)
 
 // alertmanagerConfigWithURLs returns the repo's alertmanager.yml with every
-// `url_file: <path>` replaced by `url: <urlFor(receiver file name)>`. The
-// real file reads the webhook URLs from files (url_file, Alertmanager >=
-// 0.26); this keeps everything else, routing included, as it is, and also
-// lets older Alertmanagers (Debian's 0.25) load it.
+// `url_file: <path>` replaced by `url: <urlFor(receiver file name)>`, so a
+// test can point the receivers at itself; everything else, routing
+// included, stays as it is.
 func alertmanagerConfigWithURLs(t testing.TB, urlFor func(file string) string) string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(repoRoot(t), "observability/alertmanager/alertmanager.yml"))
@@ -168,15 +167,13 @@ func alertmanagerConfigWithURLs(t testing.TB, urlFor func(file string) string) s
 	return out
 }
 
-// TestAmtoolCheckConfig validates the Alertmanager configuration with amtool
-// (the webhook URL files replaced by URLs, see alertmanagerConfigWithURLs).
+// TestAmtoolCheckConfig validates the Alertmanager configuration, as compose
+// mounts it (url_file receivers included), with amtool at the compose
+// version, and checks its routing.
 func TestAmtoolCheckConfig(t *testing.T) {
-	amtool := testinfra.RequireBinary(t, "amtool")
+	amtool := testinfra.ToolBinary(t, "amtool")
 	dir := t.TempDir()
-	cfg := alertmanagerConfigWithURLs(t, func(file string) string { return "http://127.0.0.1:9/" + file })
-	if err := os.WriteFile(filepath.Join(dir, "alertmanager.yml"), []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	copyFile(t, filepath.Join(repoRoot(t), "observability/alertmanager/alertmanager.yml"), filepath.Join(dir, "alertmanager.yml"))
 	out, err := run(t, dir, time.Minute, amtool, "check-config", "alertmanager.yml")
 	if err != nil {
 		t.Fatalf("amtool check-config: %v\n%s", err, out)

@@ -137,24 +137,7 @@ func TestObservabilityDocs(t *testing.T) {
 // and the config files are mounted where the configs expect each other.
 func TestComposeOverlayWiring(t *testing.T) {
 	root := repoRoot(t)
-	opts, err := cli.NewProjectOptions(
-		[]string{filepath.Join(root, "docker-compose.yml"), filepath.Join(root, "docker-compose.observability.yml")},
-		cli.WithWorkingDirectory(root),
-		cli.WithName("chatrelay"),
-		cli.WithEnv([]string{"AUTH_SECRET=obscheck-secret"}),
-		cli.WithInterpolation(true),
-		cli.WithNormalization(true),
-		cli.WithResolvedPaths(true),
-	)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	p, err := cli.ProjectFromOptions(ctx, opts)
-	if err != nil {
-		t.Fatalf("compose files do not load: %v", err)
-	}
+	p := loadComposeProject(t)
 	env := func(s types.ServiceConfig, k string) string {
 		if v, ok := s.Environment[k]; ok && v != nil {
 			return *v
@@ -265,4 +248,34 @@ func TestComposeOverlayWiring(t *testing.T) {
 	if c, ok := p.Configs["pager_webhook_url"]; !ok || c.Content == "" {
 		t.Error("configs.pager_webhook_url must have content (from PAGER_WEBHOOK_URL, with a default)")
 	}
+}
+
+// composeProject is the name loadComposeProject gives the project; compose
+// names containers <project>-<service>-<n>.
+const composeProject = "chatrelay"
+
+// loadComposeProject loads docker-compose.yml with the observability
+// overlay as Compose v2 does (interpolated, normalized, paths resolved).
+func loadComposeProject(t testing.TB) *types.Project {
+	t.Helper()
+	root := repoRoot(t)
+	opts, err := cli.NewProjectOptions(
+		[]string{filepath.Join(root, "docker-compose.yml"), filepath.Join(root, "docker-compose.observability.yml")},
+		cli.WithWorkingDirectory(root),
+		cli.WithName(composeProject),
+		cli.WithEnv([]string{"AUTH_SECRET=obscheck-secret"}),
+		cli.WithInterpolation(true),
+		cli.WithNormalization(true),
+		cli.WithResolvedPaths(true),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, err := cli.ProjectFromOptions(ctx, opts)
+	if err != nil {
+		t.Fatalf("compose files do not load: %v", err)
+	}
+	return p
 }

@@ -8,49 +8,22 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
+	"slices"
 	"testing"
 	"time"
 )
 
-// JaegerVersion is the trace backend the tests run; it is built from the
-// module proxy in tools/ (its own go.mod: its dependencies clash with ours).
-const JaegerVersion = "v1.76.0"
-
-var (
-	jaegerOnce sync.Once
-	jaegerBin  string
-	jaegerErr  error
-)
-
-// JaegerBinary returns the path of a built Jaeger, building it once into the
-// user cache directory (minutes the first time on a fresh machine).
+// JaegerBinary returns the path of Jaeger (built from tools/jaeger by
+// `make tools`; see ToolBinary).
 func JaegerBinary(t testing.TB) string {
 	t.Helper()
-	jaegerOnce.Do(func() {
-		dir, err := os.UserCacheDir()
-		if err != nil {
-			dir = os.TempDir()
-		}
-		jaegerBin = filepath.Join(dir, "chat-tools", "jaeger-"+JaegerVersion)
-		if _, err := os.Stat(jaegerBin); err == nil {
-			return
-		}
-		cmd := exec.Command("go", "build", "-o", jaegerBin, "github.com/jaegertracing/jaeger/cmd/jaeger")
-		cmd.Dir = filepath.Join(RepoRoot(t), "tools")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			jaegerErr = fmt.Errorf("build jaeger %s in tools/: %v\n%s", JaegerVersion, err, out)
-		}
-	})
-	if jaegerErr != nil {
-		t.Fatal(jaegerErr)
-	}
-	return jaegerBin
+	return ToolBinary(t, "jaeger")
 }
 
 // Jaeger is a running Jaeger (in-memory storage) taking OTLP over HTTP.
 type Jaeger struct {
 	OTLPEndpoint string // http://host:port for OTEL_EXPORTER_OTLP_ENDPOINT
+	OTLPGRPCAddr string // host:port of OTLP over gRPC (a collector's otlp exporter)
 	QueryURL     string // http://host:port of the query API
 }
 
@@ -59,7 +32,7 @@ func StartJaeger(t testing.TB) *Jaeger {
 	t.Helper()
 	bin := JaegerBinary(t)
 	dir := t.TempDir()
-	otlp, query, grpc, health := FreeAddr(t), FreeAddr(t), FreeAddr(t), FreeAddr(t)
+	otlp, otlpGRPC, query, grpc, health := FreeAddr(t), FreeAddr(t), FreeAddr(t), FreeAddr(t), FreeAddr(t)
 	conf := fmt.Sprintf(`service:
   extensions: [jaeger_storage, jaeger_query, healthcheckv2]
   pipelines:
@@ -94,13 +67,15 @@ receivers:
     protocols:
       http:
         endpoint: %s
+      grpc:
+        endpoint: %s
 processors:
   batch:
     timeout: 100ms
 exporters:
   jaeger_storage_exporter:
     trace_storage: mem
-`, health, query, grpc, otlp)
+`, health, query, grpc, otlp, otlpGRPC)
 	confPath := filepath.Join(dir, "jaeger.yaml")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
@@ -121,7 +96,7 @@ exporters:
 		_ = cmd.Wait()
 		_ = logf.Close()
 	})
-	j := &Jaeger{OTLPEndpoint: "http://" + otlp, QueryURL: "http://" + query}
+	j := &Jaeger{OTLPEndpoint: "http://" + otlp, OTLPGRPCAddr: otlpGRPC, QueryURL: "http://" + query}
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		if resp, err := http.Get(j.QueryURL + "/api/services"); err == nil {
@@ -175,6 +150,23 @@ type JaegerTrace struct {
 
 // Service returns the service that emitted s.
 func (tr JaegerTrace) Service(s JaegerSpan) string { return tr.Processes[s.ProcessID].ServiceName }
+
+// ServiceNames lists the services that emitted the trace's spans, sorted.
+func (tr JaegerTrace) ServiceNames() []string {
+	var out []string
+	for _, sp := range tr.Spans {
+		if s := tr.Service(sp); !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// HasOperation reports whether a span of the trace is named op.
+func (tr JaegerTrace) HasOperation(op string) bool {
+	return slices.ContainsFunc(tr.Spans, func(s JaegerSpan) bool { return s.OperationName == op })
+}
 
 // FindTraces searches service's traces holding a span tagged key=value.
 func (j *Jaeger) FindTraces(service, key, value string) ([]JaegerTrace, error) {

@@ -1,4 +1,4 @@
-module github.com/chatrelay/chat/tools
+module github.com/chatrelay/chat/tools/jaeger
 
 go 1.26.8
 

@@ -1,0 +1,46 @@
+package testinfra
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// The real collector config derives: nothing of the compose network is
+// left (no 0.0.0.0 listener, no tempo or loki host), the test's addresses
+// are in, and a config that lost a substituted part is refused.
+func TestDeriveCollectorConfig(t *testing.T) {
+	src, err := os.ReadFile(filepath.Join(RepoRoot(t), CollectorConfigPath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := CollectorAddrs{
+		OTLPGRPC: "127.0.0.1:1", OTLPHTTP: "127.0.0.1:2", Forward: "127.0.0.1:3", Health: "127.0.0.1:4",
+		Metrics: "127.0.0.1:5", Traces: "127.0.0.1:6", LogsFile: "/tmp/logs.jsonl",
+	}
+	conf, err := DeriveCollectorConfig(src, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body []string // the config without its comments
+	for _, l := range strings.Split(conf, "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(l), "#") {
+			body = append(body, l)
+		}
+	}
+	got := strings.Join(body, "\n")
+	for _, gone := range []string{"0.0.0.0", "endpoint: tempo", "//loki", "otlphttp/loki", "8888"} {
+		if strings.Contains(got, gone) {
+			t.Errorf("derived config still has %q:\n%s", gone, got)
+		}
+	}
+	for _, want := range []string{"127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:4", "port: 5", "endpoint: 127.0.0.1:6", "path: /tmp/logs.jsonl", "[file/loki]"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("derived config lacks %q:\n%s", want, got)
+		}
+	}
+	if _, err := DeriveCollectorConfig([]byte(strings.ReplaceAll(string(src), "tempo:4317", "tempo:4319")), a); err == nil {
+		t.Error("a config without the Tempo endpoint derived")
+	}
+}
