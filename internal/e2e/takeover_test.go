@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -47,6 +49,7 @@ type takeoverSystem struct {
 	openai *fakeopenai.Server
 	common []string
 	ais    []*testinfra.Process
+	aiOps  []string
 	wsBase string
 }
 
@@ -80,18 +83,73 @@ func startTakeoverSystem(t *testing.T) *takeoverSystem {
 // their own INSTANCE_ID (the documented knob): on one host they would all
 // default to the same host name and fence each other.
 func (s *takeoverSystem) addAI() *testinfra.Process {
+	name, id := "ai-consumer", ""
+	if n := len(s.ais); n > 0 {
+		name = fmt.Sprintf("ai-consumer-%d", n+1)
+		id = name
+	}
+	p, ops := s.startAI(name, id)
+	s.ais, s.aiOps = append(s.ais, p), append(s.aiOps, ops)
+	return p
+}
+
+// startAI starts an ai-consumer process with INSTANCE_ID id ("": the
+// default) and returns it with its ops address.
+func (s *takeoverSystem) startAI(name, id string) (*testinfra.Process, string) {
 	ops := testinfra.FreeAddr(s.t)
 	env := append([]string{
 		"OPS_ADDR=" + ops, "OPENAI_API_KEY=" + testAPIKey, "OPENAI_BASE_URL=" + s.openai.BaseURL(), "OPENAI_MODEL=test-model",
 	}, s.common...)
-	name := "ai-consumer"
-	if n := len(s.ais); n > 0 {
-		name = fmt.Sprintf("ai-consumer-%d", n+1)
-		env = append(env, "INSTANCE_ID="+name)
+	if id != "" {
+		env = append(env, "INSTANCE_ID="+id)
 	}
-	p := testinfra.StartProcess(s.t, name, "ai-consumer", env, "http://"+ops+"/readyz")
-	s.ais = append(s.ais, p)
-	return p
+	return testinfra.StartProcess(s.t, name, "ai-consumer", env, "http://"+ops+"/readyz"), ops
+}
+
+// checkDuplicateIsLoud starts a second ai-consumer with the first one's
+// INSTANCE_ID (the host name): it fences the first, which must say so in
+// its log, its counter and its readiness — and be ready and answering
+// again once the duplicate stopped (and left the group).
+func (s *takeoverSystem) checkDuplicateIsLoud(l *takeoverLoad) {
+	t := s.t
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dup, _ := s.startAI("ai-consumer-duplicate", host)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := s.ais[0].WaitLog(ctx, "kafka consumer fenced"); err != nil {
+		t.Error(err)
+	}
+	ops := "http://" + s.aiOps[0]
+	if code := readyStatus(t, ops); code != http.StatusServiceUnavailable {
+		t.Errorf("fenced instance's /readyz: %d, want 503 (internal/kafka's tests check what it says)", code)
+	}
+	if n := scrapeSum(t, ops+"/metrics", "chat_kafka_group_fenced_total", `group="ai-consumer"`); n < 1 {
+		t.Errorf("chat_kafka_group_fenced_total = %v, want at least 1", n)
+	}
+	dup.Stop()
+	for code := 0; code != http.StatusOK && ctx.Err() == nil; time.Sleep(100 * time.Millisecond) {
+		code = readyStatus(t, ops)
+	}
+	if ctx.Err() != nil {
+		t.Error("the fenced instance is not ready again after the duplicate left")
+	}
+	if !l.waitAnswered(time.Now(), 30*time.Second) {
+		t.Error("answers do not flow after the duplicate left")
+	}
+}
+
+// readyStatus is the HTTP status of ops's /readyz.
+func readyStatus(t *testing.T, ops string) int {
+	t.Helper()
+	resp, err := http.Get(ops + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	return resp.StatusCode
 }
 
 // takeoverUser sends a message every takeoverInterval on one socket and
@@ -297,6 +355,7 @@ func TestConsumerTakeoverAfterCrash(t *testing.T) {
 		t.Errorf("after kill -9 and a restart %s later: first answer %s and every user answered again %s after the restart; want at most %s and %s",
 			takeoverPause, r.firstAfterRestart.Round(10*time.Millisecond), r.afterRestart.Round(10*time.Millisecond), takeoverFirstBound, takeoverEveryBound)
 	}
+	s.checkDuplicateIsLoud(l)
 	results := []takeoverResult{r}
 	if os.Getenv("TAKEOVER_SCENARIOS") == "all" {
 		results = append(results, s.moreScenarios(l)...)
