@@ -21,6 +21,10 @@ func ReplayDLQ(ctx context.Context, brokers []string, dlqTopic, group string, dr
 	if !strings.HasSuffix(dlqTopic, DLQSuffix) {
 		return 0, fmt.Errorf("%q is not a dead-letter topic (no %s suffix)", dlqTopic, DLQSuffix)
 	}
+	// A dynamic group member, unlike the services' consumers (leave.go): a
+	// one-shot command that nothing restarts and that leaves the group on
+	// every exit but a crash, and whose runs, with a fixed instance id,
+	// would fence each other.
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumerGroup(group), kgo.ConsumeTopics(dlqTopic),
 		kgo.DisableAutoCommit(), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(500*time.Millisecond))
 	if err != nil {
