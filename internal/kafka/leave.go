@@ -65,7 +65,7 @@ func (c *Consumer) leaveStatic(ctx context.Context, member string) error {
 	m := kmsg.NewLeaveGroupRequestMember()
 	m.MemberID = member
 	m.InstanceID = kmsg.StringPtr(c.cfg.InstanceID)
-	m.Reason = kmsg.StringPtr("instance stopping, not restarting in place")
+	m.Reason = kmsg.StringPtr("orderly stop: the partitions go to the other members now")
 	req.Members = append(req.Members, m)
 	resp, err := req.RequestWith(ctx, c.cl)
 	if err != nil {
@@ -75,7 +75,10 @@ func (c *Consumer) leaveStatic(ctx context.Context, member string) error {
 	for _, mr := range resp.Members {
 		err = errors.Join(err, kerr.ErrorForCode(mr.ErrorCode))
 	}
-	return err
+	if err != nil {
+		return fmt.Errorf("leave group %s as %s: %w", c.cfg.Group, c.cfg.InstanceID, err)
+	}
+	return nil
 }
 
 // NewFencedCounter counts the times a consumer was fenced: another member
