@@ -69,6 +69,9 @@ func NewLogger(w io.Writer, service string, level slog.Leveler) *slog.Logger {
 }
 
 func newLogger(w io.Writer, service string, level slog.Leveler, text bool) *slog.Logger {
+	if level == nil {
+		level = slog.LevelInfo // as slog's own handlers default
+	}
 	opts := &slog.HandlerOptions{Level: level}
 	var h slog.Handler = slog.NewJSONHandler(w, opts)
 	if text {

@@ -148,3 +148,15 @@ func TestObserveWithTraceAddsExemplar(t *testing.T) {
 		t.Fatal("observation without a span lost")
 	}
 }
+
+// A logger made without a level logs at info, as slog's handlers do (a nil
+// level once panicked on the first library line).
+func TestNewLoggerWithoutLevel(t *testing.T) {
+	var b bytes.Buffer
+	l := NewLogger(&b, "svc", nil).With(LibraryKey, "franz-go")
+	l.Info("chatter")
+	l.Warn("trouble")
+	if strings.Contains(b.String(), "chatter") || !strings.Contains(b.String(), "trouble") {
+		t.Fatalf("logged %q", b.String())
+	}
+}
