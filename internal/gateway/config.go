@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"time"
 
 	"github.com/chatrelay/chat/internal/auth"
@@ -19,8 +18,7 @@ type Config struct {
 	Redis   config.Redis
 	History history.Config
 
-	HTTPAddr   string `env:"HTTP_ADDR" envDefault:":8080"`
-	InstanceID string `env:"INSTANCE_ID"`
+	HTTPAddr string `env:"HTTP_ADDR" envDefault:":8080"`
 	// Auth is how client tokens are checked (AUTH_*).
 	Auth auth.Config
 	// Limits are the abuse limits (RATE_*, LIMIT_*).
@@ -93,8 +91,9 @@ func (c *Config) Validate() error {
 	if _, err := ratelimit.ParseNetworksOf("TRUSTED_PROXY_NETWORKS", c.TrustedProxies); err != nil {
 		return err
 	}
-	if c.InstanceID == "" {
-		c.InstanceID, _ = os.Hostname()
-	}
 	return nil
 }
+
+// Instance names this instance in logs, spans and the producer's client id:
+// INSTANCE_ID, or the host name (the setting every service shares).
+func (c *Config) Instance() string { return c.Kafka.Instance() }

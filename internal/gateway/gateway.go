@@ -39,6 +39,7 @@ import (
 // Gateway is the running websocket-server.
 type Gateway struct {
 	cfg      Config
+	instance string // INSTANCE_ID or the host name
 	log      *slog.Logger
 	verifier *auth.Verifier
 	rdb      redis.UniversalClient
@@ -86,8 +87,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 	if err != nil {
 		return nil, err
 	}
+	instance := cfg.Instance()
 	g := &Gateway{
-		cfg: cfg, log: log.With("instance", cfg.InstanceID), verifier: verifier,
+		cfg: cfg, instance: instance, log: log.With("instance", instance), verifier: verifier,
 		conns: map[*conn]struct{}{}, drainingCh: make(chan struct{}),
 		tracer: otel.Tracer("github.com/chatrelay/chat/internal/gateway"),
 	}
@@ -98,7 +100,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 	}
 	g.wire(reg)
 	g.producer, err = kafka.NewClient(kafka.ClientConfig{
-		Brokers: brokers, ClientID: "websocket-server-" + cfg.InstanceID, Logger: g.log, Registerer: reg, Linger: cfg.Kafka.Linger,
+		Brokers: brokers, ClientID: "websocket-server-" + instance, Logger: g.log, Registerer: reg, Linger: cfg.Kafka.Linger,
 		// A client waiting for its ack learns within this bound that the
 		// message was not taken, and can send it again.
 		DeliveryTimeout: cfg.ProduceTimeout,

@@ -77,7 +77,7 @@ func (g *Gateway) admit(c echo.Context, userID, resume string) (auth.Grant, *pro
 func (g *Gateway) open(c echo.Context, userID, resume string, grant auth.Grant) error {
 	ctx := c.Request().Context()
 	cn := newConn(g, userID, resume, grant)
-	cn.connID = g.cfg.InstanceID + ":" + ids.New()
+	cn.connID = g.instance + ":" + ids.New()
 	var undo undoStack
 	if ok, err := g.lim.Sockets.Acquire(ctx, userID, cn.connID); err != nil {
 		return g.refuse(c, &protocol.Unavailable, err)

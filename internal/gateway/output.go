@@ -91,7 +91,7 @@ func (c *conn) deliverySpan(e *envelope.Envelope, replayed bool) trace.Span {
 	_, span := c.g.tracer.Start(ctx, "chat.deliver", trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(telemetry.CorrelationAttr.String(e.CorrelationID),
 			attribute.String("messaging.message.id", e.ID), attribute.String("chat.reply_to", e.ReplyTo),
-			attribute.String("chat.instance", c.g.cfg.InstanceID), attribute.Bool("chat.replayed", replayed)))
+			attribute.String("chat.instance", c.g.instance), attribute.Bool("chat.replayed", replayed)))
 	return span
 }
 

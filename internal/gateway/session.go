@@ -79,7 +79,7 @@ func (c *conn) handleMessage(mt int, data []byte) {
 // resume replays what the client lacks.
 func (c *conn) handleFrame(data []byte) {
 	ctx, span := c.g.tracer.Start(c.g.base, "chat.receive", trace.WithSpanKind(trace.SpanKindServer),
-		trace.WithAttributes(attribute.String("enduser.id", c.userID), attribute.String("chat.instance", c.g.cfg.InstanceID)))
+		trace.WithAttributes(attribute.String("enduser.id", c.userID), attribute.String("chat.instance", c.g.instance)))
 	f, err := protocol.DecodeClientFrame(data, c.userID, c.g.frameLimits())
 	if err != nil {
 		c.invalidFrame(span, f, err)

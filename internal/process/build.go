@@ -240,7 +240,7 @@ func (s *Services) buildGateways(ctx context.Context, log *slog.Logger, reg prom
 			return err
 		}
 		s.Gateways = append(s.Gateways, gw)
-		s.add(gw, len(s.GatewayConfigs) > 1, cfg.InstanceID)
+		s.add(gw, len(s.GatewayConfigs) > 1, cfg.Instance())
 	}
 	return nil
 }

@@ -53,7 +53,7 @@ func TestBuildWiresTheWholeSystem(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := []string{s.GatewayConfigs[0].InstanceID, s.GatewayConfigs[1].InstanceID}; got[0] != "unit-1" || got[1] != "unit-2" {
+	if got := []string{s.GatewayConfigs[0].Instance(), s.GatewayConfigs[1].Instance()}; got[0] != "unit-1" || got[1] != "unit-2" {
 		t.Fatalf("instance ids %v, want unit-1 and unit-2", got)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
