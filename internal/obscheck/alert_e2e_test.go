@@ -233,22 +233,26 @@ func findRuleGroup(t *testing.T, files []ruleFile, name string) rulefmt.RuleGrou
 // e2ePrometheusConfig scrapes each service as the compose Prometheus does
 // (one job per service), every second.
 func e2ePrometheusConfig(amAddr string, ops map[string]string) string {
-	var jobs strings.Builder
+	var jobs, labels strings.Builder
 	for _, job := range []string{"websocket-server", "ai-consumer", "message-relay"} {
 		fmt.Fprintf(&jobs, "  - job_name: %s\n    static_configs:\n      - targets: [%q]\n", job, ops[job])
+	}
+	for k, v := range e2eExternalLabels {
+		fmt.Fprintf(&labels, "    %s: %q\n", k, v)
 	}
 	return fmt.Sprintf(`global:
   scrape_interval: 1s
   scrape_timeout: 1s
   evaluation_interval: 1s
-alerting:
+  external_labels:
+%salerting:
   alertmanagers:
     - static_configs:
         - targets: [%q]
 rule_files:
   - lag-rule.yml
 scrape_configs:
-%s`, amAddr, jobs.String())
+%s`, labels.String(), amAddr, jobs.String())
 }
 
 // killableSystem is the three services as separate processes (the
@@ -413,8 +417,10 @@ func isPage(n webhookNotification, real rulefmt.Rule) (bool, string) {
 				return false, fmt.Sprintf("label %s=%q, want %q", k, l[k], v)
 			}
 		}
-		if a.Annotations["runbook_url"] != real.Annotations["runbook_url"] {
-			return false, "runbook_url " + a.Annotations["runbook_url"]
+		for _, k := range []string{"runbook_url", "dashboard_url"} {
+			if got, want := a.Annotations[k], withExternalLabels(real.Annotations[k]); got != want {
+				return false, fmt.Sprintf("%s %q, want %q", k, got, want)
+			}
 		}
 		if !strings.Contains(a.Annotations["summary"], "ai-consumer") {
 			return false, "summary " + a.Annotations["summary"]
@@ -422,6 +428,23 @@ func isPage(n webhookNotification, real rulefmt.Rule) (bool, string) {
 		return true, ""
 	}
 	return false, "no firing " + real.Alert
+}
+
+// e2eExternalLabels are the test Prometheus's external labels, which the
+// rules' link annotations start with (as the compose Prometheus's do).
+var e2eExternalLabels = map[string]string{
+	"runbook_base_url": "https://runbooks.example.org/chat",
+	"grafana_url":      "https://grafana.example.org",
+}
+
+var externalLabelRef = regexp.MustCompile(`\{\{\s*\$externalLabels\.(\w+)\s*\}\}`)
+
+// withExternalLabels is an annotation as Prometheus renders it with
+// e2eExternalLabels (the rules' link annotations use nothing else).
+func withExternalLabels(annotation string) string {
+	return externalLabelRef.ReplaceAllStringFunc(annotation, func(ref string) string {
+		return e2eExternalLabels[externalLabelRef.FindStringSubmatch(ref)[1]]
+	})
 }
 
 // lagFromOthers checks that the lag the pages read came from processes
