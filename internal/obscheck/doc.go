@@ -22,11 +22,13 @@
 //   - rules_test.go checks the rules' labels and annotations (severity,
 //     summary, description, a runbook_url whose anchor exists) and the
 //     overlay's wiring of the app services.
-//   - alert_e2e_test.go fires the real consumer-lag alert end to end: the
-//     devstack with a stalled model, a real prometheus scraping it every
-//     second with a test copy of the rule (derived from alerts/alerts.yml:
-//     shorter `for`, lower threshold), a real Alertmanager with the real
-//     routing, and a webhook receiver in the test.
+//   - alert_e2e_test.go fires the real consumer-lag pages end to end: the
+//     three services as separate processes, the ai-consumer killed with
+//     SIGKILL while messages keep coming, a real prometheus scraping the
+//     others every second with test copies of KafkaConsumerLagHigh and
+//     KafkaConsumerGroupDown (derived from alerts/alerts.yml: shorter `for`,
+//     lower threshold) and the recording rules they read, a real
+//     Alertmanager with the real routing, and a webhook receiver in the test.
 //   - collector_test.go checks that the collector built for the tests has
 //     exactly the components of observability/otel-collector/config.yml and
 //     runs `otelcol validate` on it; collector_live_test.go runs it live
