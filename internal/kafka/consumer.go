@@ -63,6 +63,12 @@ type Consumer struct {
 	// started before NewClient returned cl.
 	hookCl atomic.Pointer[kgo.Client]
 
+	// work is the context handlers run in: it outlives Run's ctx by the
+	// drain, so shutdown lets in-flight work finish; each partition's work
+	// runs in a child of it that ends when the partition is forgotten.
+	work     context.Context
+	stopWork context.CancelFunc
+
 	mu       sync.Mutex
 	parts    map[topicPartition]*partState
 	lanes    map[laneKey]*lane
@@ -90,6 +96,12 @@ type partState struct {
 	revoked   bool
 	forgotten bool
 	drained   chan struct{} // closed when a revoked partition has no work left
+	// ctx is the partition's handlers' context, cancelled when the
+	// partition is forgotten: a record still waiting (for the model, say)
+	// once its partition is lost, or revoked past the drain, stops instead
+	// of working beside the partition's new owner.
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 type lane struct {
@@ -130,6 +142,7 @@ func NewConsumer(cfg ConsumerConfig, h Handler) (*Consumer, error) {
 		parts:   map[topicPartition]*partState{},
 		lanes:   map[laneKey]*lane{},
 	}
+	c.work, c.stopWork = context.WithCancel(context.Background())
 	cc := cfg.Client
 	cc.Role = "consumer"
 	if cfg.Fenced != nil {
@@ -177,8 +190,7 @@ func (c *Consumer) Client() *kgo.Client { return c.cl }
 func (c *Consumer) Run(ctx context.Context) error {
 	// Handlers get a context that outlives ctx by DrainTimeout, so shutdown
 	// lets in-flight work finish instead of failing it.
-	procCtx, cancelProc := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelProc()
+	defer c.stopWork()
 	lagDone := make(chan struct{})
 	go func() {
 		defer close(lagDone)
@@ -188,13 +200,13 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}()
 	defer func() { <-lagDone }()
 
-	c.poll(ctx, procCtx)
-	c.drain(cancelProc)
+	c.poll(ctx)
+	c.drain(c.stopWork)
 	return c.close()
 }
 
 // poll hands out records until ctx ends or the client is closed.
-func (c *Consumer) poll(ctx, procCtx context.Context) {
+func (c *Consumer) poll(ctx context.Context) {
 	for {
 		fetches := c.cl.PollRecords(ctx, c.cfg.MaxInFlight)
 		if ctx.Err() != nil || fetches.IsClientClosed() {
@@ -206,7 +218,7 @@ func (c *Consumer) poll(ctx, procCtx context.Context) {
 			}
 		})
 		fetches.EachRecord(func(r *kgo.Record) {
-			c.dispatch(ctx, procCtx, r)
+			c.dispatch(ctx, r)
 		})
 	}
 }
@@ -244,7 +256,7 @@ func (c *Consumer) close() error {
 }
 
 // dispatch hands r to its key's lane, waiting for a free slot first.
-func (c *Consumer) dispatch(ctx, procCtx context.Context, r *kgo.Record) {
+func (c *Consumer) dispatch(ctx context.Context, r *kgo.Record) {
 	select {
 	case c.slots <- struct{}{}:
 	case <-ctx.Done():
@@ -271,12 +283,12 @@ func (c *Consumer) dispatch(ctx, procCtx context.Context, r *kgo.Record) {
 	c.mu.Unlock()
 	if !running {
 		c.lanesWG.Add(1)
-		go c.runLane(procCtx, k, l)
+		go c.runLane(k, l)
 	}
 }
 
 // runLane processes one key's records in order until its queue is empty.
-func (c *Consumer) runLane(ctx context.Context, k laneKey, l *lane) {
+func (c *Consumer) runLane(k laneKey, l *lane) {
 	defer c.lanesWG.Done()
 	failed := false
 	for {
@@ -295,7 +307,7 @@ func (c *Consumer) runLane(ctx context.Context, k laneKey, l *lane) {
 
 		var err error
 		if !skip {
-			err = c.handler(ctx, r)
+			err = c.handler(ps.ctx, r)
 			if err != nil {
 				// Only shutdown makes a handler give up (retries and the DLQ
 				// are inside it). Later records of this key must not run
@@ -333,7 +345,9 @@ func (c *Consumer) assigned(_ context.Context, _ *kgo.Client, assigned map[strin
 	defer c.mu.Unlock()
 	for topic, ps := range assigned {
 		for _, p := range ps {
-			c.parts[topicPartition{topic, p}] = &partState{}
+			st := &partState{}
+			st.ctx, st.cancel = context.WithCancel(c.work)
+			c.parts[topicPartition{topic, p}] = st
 		}
 	}
 	c.log.Info("kafka partitions assigned", "group", c.cfg.Group, "instance_id", c.cfg.InstanceID, "partitions", assigned)
@@ -390,6 +404,7 @@ func (c *Consumer) forget(m map[string][]int32) {
 			tp := topicPartition{topic, p}
 			if st := c.parts[tp]; st != nil {
 				st.revoked, st.forgotten = true, true
+				st.cancel()
 			}
 			delete(c.parts, tp)
 		}

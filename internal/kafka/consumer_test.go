@@ -232,3 +232,31 @@ func TestConsumerReportsLagWhileStuck(t *testing.T) {
 	}
 	t.Fatalf("lag gauge = %v, want 10", testutil.ToFloat64(lag.WithLabelValues("g3", "t", "0")))
 }
+
+// A record still in its handler when its partition is lost (or revoked
+// past the drain) stops: the partition's new owner processes it, and two
+// members must not work on it side by side (a waiting model call, say).
+func TestForgottenPartitionStopsItsWork(t *testing.T) {
+	brokers := startBroker(t, 1, "t")
+	started, stopped := make(chan struct{}), make(chan error, 1)
+	c := newTestConsumer(t, brokers, "g-forget", func(ctx context.Context, _ *kgo.Record) error {
+		close(started)
+		<-ctx.Done()
+		stopped <- ctx.Err()
+		return ctx.Err()
+	}, 4)
+	t.Cleanup(func() { c.stopWork(); c.cl.Close() })
+	ctx := context.Background()
+	c.assigned(ctx, nil, map[string][]int32{"t": {0}})
+	c.dispatch(ctx, &kgo.Record{Topic: "t", Partition: 0, Key: []byte("u1"), Offset: 0})
+	<-started
+	c.lost(ctx, nil, map[string][]int32{"t": {0}})
+	select {
+	case err := <-stopped:
+		if err == nil {
+			t.Fatal("handler context not cancelled")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the handler still works on a partition this member lost")
+	}
+}
