@@ -3,9 +3,9 @@
 // partition minus the group's committed offset, plus the group's member
 // count and state. It asks the broker, not the consumer, so the lag stays
 // visible — and keeps growing — when every consumer of a group is dead,
-// crash-looping or stuck in a rebalance, which is when it matters most (the
-// consumers' own chat_kafka_consumer_lag covers only the partitions a live
-// consumer owns).
+// crash-looping or stuck in a rebalance, which is when it matters most (a
+// consumer's own view would cover only the partitions a live consumer
+// owns).
 //
 // Every service process runs one Exporter (process.Build), so the numbers
 // survive the loss of any one service; Prometheus therefore receives each

@@ -36,10 +36,6 @@ type ConsumerConfig struct {
 	// Fenced, when set, counts the times another member with the same
 	// InstanceID took this one's place (NewFencedCounter).
 	Fenced *prometheus.CounterVec
-	// Lag, when set, receives the consumer lag of owned partitions every
-	// LagInterval (default 5s).
-	Lag         *prometheus.GaugeVec
-	LagInterval time.Duration
 }
 
 // Consumer reads a consumer group's topics and runs a Handler on each record.
@@ -127,9 +123,6 @@ func NewConsumer(cfg ConsumerConfig, h Handler) (*Consumer, error) {
 	if cfg.CommitInterval <= 0 {
 		cfg.CommitInterval = time.Second
 	}
-	if cfg.LagInterval <= 0 {
-		cfg.LagInterval = 5 * time.Second
-	}
 	log := cfg.Client.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -191,14 +184,6 @@ func (c *Consumer) Run(ctx context.Context) error {
 	// Handlers get a context that outlives ctx by DrainTimeout, so shutdown
 	// lets in-flight work finish instead of failing it.
 	defer c.stopWork()
-	lagDone := make(chan struct{})
-	go func() {
-		defer close(lagDone)
-		if c.cfg.Lag != nil {
-			c.reportLag(ctx, c.cfg.Lag, c.cfg.LagInterval)
-		}
-	}()
-	defer func() { <-lagDone }()
 
 	c.poll(ctx)
 	c.drain(c.stopWork)

@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -206,36 +204,6 @@ func TestConsumerDoesNotCommitPastUnfinishedRecord(t *testing.T) {
 }
 
 // Lag keeps being reported while every handler is stuck and polling paused.
-func TestConsumerReportsLagWhileStuck(t *testing.T) {
-	brokers := startBroker(t, 1, "t")
-	produceN(t, brokers, "t", 1, 10)
-	lag := NewLagGauge(prometheus.NewRegistry())
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	c, err := NewConsumer(ConsumerConfig{
-		Client: ClientConfig{Brokers: brokers}, Group: "g3", Topics: []string{"t"},
-		MaxInFlight: 1, DrainTimeout: 200 * time.Millisecond, Lag: lag, LagInterval: 100 * time.Millisecond,
-	}, func(ctx context.Context, _ *kgo.Record) error { <-ctx.Done(); return ctx.Err() })
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if testutil.ToFloat64(lag.WithLabelValues("g3", "t", "0")) == 10 {
-			cancel()
-			<-done
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("lag gauge = %v, want 10", testutil.ToFloat64(lag.WithLabelValues("g3", "t", "0")))
-}
-
-// A record still in its handler when its partition is lost (or revoked
-// past the drain) stops: the partition's new owner processes it, and two
-// members must not work on it side by side (a waiting model call, say).
 func TestForgottenPartitionStopsItsWork(t *testing.T) {
 	brokers := startBroker(t, 1, "t")
 	started, stopped := make(chan struct{}), make(chan error, 1)

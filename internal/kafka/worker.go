@@ -64,7 +64,7 @@ func NewWorker(ctx context.Context, cfg WorkerConfig, handle Handler) (*Worker, 
 	})
 	w.consumer, err = NewConsumer(ConsumerConfig{
 		Client: cc, Group: cfg.Group, Topics: []string{cfg.Topic},
-		MaxInFlight: cfg.MaxInFlight, DrainTimeout: cfg.Drain, Lag: NewLagGauge(cfg.Registerer),
+		MaxInFlight: cfg.MaxInFlight, DrainTimeout: cfg.Drain,
 		SessionTimeout: cfg.Kafka.SessionTimeout,
 		InstanceID:     cfg.Kafka.Instance(), Fenced: NewFencedCounter(cfg.Registerer),
 	}, h)

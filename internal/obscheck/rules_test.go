@@ -120,7 +120,7 @@ func TestObservabilityDocs(t *testing.T) {
 		"chat_end_to_end_latency_seconds", "chat_gateway_deliveries_dropped_total", "chat_gateway_subscribed_users",
 		"chat_llm_requests_total", "chat_llm_request_seconds", "chat_llm_tokens_total", "chat_ai_answers_total",
 		"chat_kafka_records_processed_total", "chat_kafka_record_processing_seconds", "chat_kafka_dlq_records_total",
-		"chat_kafka_consumer_lag", "chat_redis_publish_seconds", "chat_redis_publish_errors_total", "chat_build_info",
+		"chat_kafka_group_lag", "chat_kafka_group_members", "chat_redis_publish_seconds", "chat_redis_publish_errors_total", "chat_build_info",
 		"chat_kafka_connects_total", "chat_kafka_read_bytes_total", "chat_kafka_write_bytes_total",
 	} {
 		if !strings.Contains(doc, "`"+m+"`") {
