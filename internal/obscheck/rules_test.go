@@ -66,7 +66,9 @@ func TestAlertRulesAnnotated(t *testing.T) {
 						t.Errorf("alert %s: no %s annotation", r.Alert, a)
 					}
 				}
-				rb := r.Annotations["runbook_url"]
+				// runbook_url is absolute in the alerts Prometheus sends:
+				// the operator's base URL, then the path in this repository.
+				rb := strings.TrimPrefix(r.Annotations["runbook_url"], "{{ $externalLabels.runbook_base_url }}/")
 				file, anchor, ok := strings.Cut(rb, "#")
 				if !ok || file != runbooksFile {
 					t.Errorf("alert %s: runbook_url %q does not point into %s#<anchor>", r.Alert, rb, runbooksFile)
