@@ -35,11 +35,26 @@ func TestOneTracePerMessage(t *testing.T) {
 	}
 
 	wantServices := []string{"ai-consumer", "message-relay", "websocket-server"}
+	wantOps := []string{
+		"websocket-server/chat.receive",
+		"websocket-server/incoming_messages publish",
+		"ai-consumer/incoming_messages receive",
+		"ai-consumer/process incoming_messages",
+		"ai-consumer/chat test-model",
+		"ai-consumer/responses publish",
+		"message-relay/responses receive",
+		"message-relay/process responses",
+		"message-relay/publish",
+		"websocket-server/chat.deliver",
+	}
 	var tr testinfra.JaegerTrace
 	deadline := time.Now().Add(30 * time.Second)
 	for {
+		// Each service exports its spans as they end, in batches: the
+		// ai-consumer's process span ends after the answer is on its way,
+		// so it may reach the backend after the delivery's. Wait for all.
 		traces, err := j.FindTraces("websocket-server", "correlation_id", corr)
-		if err == nil && len(traces) == 1 && len(servicesOf(traces[0])) == 3 && hasOp(traces[0], "chat.deliver") {
+		if err == nil && len(traces) == 1 && len(servicesOf(traces[0])) == 3 && hasAllOps(traces[0], wantOps) {
 			tr = traces[0]
 			break
 		}
@@ -90,18 +105,7 @@ func TestOneTracePerMessage(t *testing.T) {
 	if roots != 1 {
 		t.Errorf("%d root spans, want 1: %v", roots, ops)
 	}
-	for _, want := range []string{
-		"websocket-server/chat.receive",
-		"websocket-server/incoming_messages publish",
-		"ai-consumer/incoming_messages receive",
-		"ai-consumer/process incoming_messages",
-		"ai-consumer/chat test-model",
-		"ai-consumer/responses publish",
-		"message-relay/responses receive",
-		"message-relay/process responses",
-		"message-relay/publish",
-		"websocket-server/chat.deliver",
-	} {
+	for _, want := range wantOps {
 		if !slices.Contains(ops, want) {
 			t.Errorf("trace lacks span %s; has %v", want, ops)
 		}
@@ -142,11 +146,16 @@ func servicesOf(tr testinfra.JaegerTrace) []string {
 	return out
 }
 
-func hasOp(tr testinfra.JaegerTrace, op string) bool {
+// hasAllOps reports whether tr holds a span of each "service/operation".
+func hasAllOps(tr testinfra.JaegerTrace, ops []string) bool {
+	have := map[string]bool{}
 	for _, sp := range tr.Spans {
-		if sp.OperationName == op {
-			return true
+		have[tr.Service(sp)+"/"+sp.OperationName] = true
+	}
+	for _, op := range ops {
+		if !have[op] {
+			return false
 		}
 	}
-	return false
+	return true
 }
