@@ -17,7 +17,7 @@ func TestDeriveCollectorConfig(t *testing.T) {
 	}
 	a := CollectorAddrs{
 		OTLPGRPC: "127.0.0.1:1", OTLPHTTP: "127.0.0.1:2", Forward: "127.0.0.1:3", Health: "127.0.0.1:4",
-		Metrics: "127.0.0.1:5", Traces: "127.0.0.1:6", LogsFile: "/tmp/logs.jsonl",
+		Metrics: "127.0.0.1:5", Traces: "127.0.0.1:6", LogsFile: filepath.Join(t.TempDir(), "logs.jsonl"),
 	}
 	conf, err := DeriveCollectorConfig(src, a)
 	if err != nil {
@@ -35,7 +35,7 @@ func TestDeriveCollectorConfig(t *testing.T) {
 			t.Errorf("derived config still has %q:\n%s", gone, got)
 		}
 	}
-	for _, want := range []string{"127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:4", "port: 5", "endpoint: 127.0.0.1:6", "path: /tmp/logs.jsonl", "[file/loki]"} {
+	for _, want := range []string{"127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:4", "port: 5", "endpoint: 127.0.0.1:6", "path: " + a.LogsFile, "[file/loki]"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("derived config lacks %q:\n%s", want, got)
 		}
