@@ -54,7 +54,7 @@ func TestOneTracePerMessage(t *testing.T) {
 		// ai-consumer's process span ends after the answer is on its way,
 		// so it may reach the backend after the delivery's. Wait for all.
 		traces, err := j.FindTraces("websocket-server", "correlation_id", corr)
-		if err == nil && len(traces) == 1 && len(servicesOf(traces[0])) == 3 && hasAllOps(traces[0], wantOps) {
+		if err == nil && len(traces) == 1 && len(traces[0].ServiceNames()) == 3 && hasAllOps(traces[0], wantOps) {
 			tr = traces[0]
 			break
 		}
@@ -63,7 +63,7 @@ func TestOneTracePerMessage(t *testing.T) {
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	if got := servicesOf(tr); !slices.Equal(got, wantServices) {
+	if got := tr.ServiceNames(); !slices.Equal(got, wantServices) {
 		t.Fatalf("trace services %v, want %v", got, wantServices)
 	}
 	// The same single trace is found from every service.
@@ -133,17 +133,6 @@ func TestOneTracePerMessage(t *testing.T) {
 	if lines < 3 {
 		t.Errorf("only %d log lines about the message; expected the services to log its handling at debug level", lines)
 	}
-}
-
-func servicesOf(tr testinfra.JaegerTrace) []string {
-	var out []string
-	for _, sp := range tr.Spans {
-		if s := tr.Service(sp); !slices.Contains(out, s) {
-			out = append(out, s)
-		}
-	}
-	sort.Strings(out)
-	return out
 }
 
 // hasAllOps reports whether tr holds a span of each "service/operation".
