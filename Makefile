@@ -77,6 +77,6 @@ loadtest: ## load generator (docs/performance.md): make loadtest ARGS="-url ws:/
 PERF_OUT ?= $(abspath $(BIN))/perf/$(shell date -u +%Y%m%d-%H%M%S)
 
 .PHONY: perf
-perf: deps ## performance scenarios on the multi-process topology: make perf SCENARIO=idle1|idle2|throughput|slow|overhead|all (comma list); PERF_* knobs in internal/perf/perf_test.go
-	@if [ -z "$(SCENARIO)" ]; then echo "make perf: set SCENARIO=idle1, idle2, throughput, slow, overhead, smoke or all (comma-separated)"; exit 2; fi
+perf: deps ## performance scenarios on the multi-process topology: make perf SCENARIO=idle1|idle2|throughput|slow|overhead|ladder|all (comma list); PERF_* knobs in internal/perf/perf_test.go
+	@if [ -z "$(SCENARIO)" ]; then echo "make perf: set SCENARIO=idle1, idle2, throughput, slow, overhead, ladder, smoke or all (comma-separated)"; exit 2; fi
 	PERF_SCENARIO=$(SCENARIO) PERF_OUT=$(PERF_OUT) $(GO) test -count=1 -run TestPerf -timeout 60m -v ./internal/perf/

@@ -9,6 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/chatrelay/chat/internal/envelope"
+	"github.com/chatrelay/chat/internal/redisbatch"
 	"github.com/chatrelay/chat/internal/rediskeys"
 )
 
@@ -17,12 +18,15 @@ import (
 // (which costs money) and keeps its response id.
 type Answers struct {
 	rdb redis.UniversalClient
-	ttl time.Duration
+	// batch carries the lookups and stores of every lane: concurrent ones
+	// share pipelines (redisbatch).
+	batch redisbatch.Pipeliner
+	ttl   time.Duration
 }
 
 // NewAnswers keeps answers for ttl (longer than any redelivery can take).
 func NewAnswers(rdb redis.UniversalClient, ttl time.Duration) *Answers {
-	return &Answers{rdb: rdb, ttl: ttl}
+	return &Answers{rdb: rdb, batch: redisbatch.New(rdb, redisbatch.Defaults), ttl: ttl}
 }
 
 // Get returns the stored answer to messageID, or nil.
@@ -49,7 +53,7 @@ func (a *Answers) Get(ctx context.Context, user, messageID string) (*envelope.En
 func (a *Answers) GetWithRecent(ctx context.Context, user, messageID string, n int64) (*envelope.Envelope, []Turn, error) {
 	var get *redis.StringCmd
 	var list *redis.StringSliceCmd
-	_, err := a.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	_, err := a.batch.Pipelined(ctx, func(p redis.Pipeliner) error {
 		get = p.Get(ctx, rediskeys.Answer(user, messageID))
 		if n > 0 && n <= MemoryEntries {
 			list = p.LRange(ctx, rediskeys.Memory(user), 0, n-1)
@@ -100,11 +104,15 @@ func (a *Answers) Put(ctx context.Context, answer *envelope.Envelope) (*envelope
 	if err != nil {
 		return nil, err
 	}
-	ok, err := a.rdb.SetNX(ctx, rediskeys.Answer(answer.UserID, answer.ReplyTo), b, a.ttl).Result()
+	var setnx *redis.BoolCmd
+	_, err = a.batch.Pipelined(ctx, func(p redis.Pipeliner) error {
+		setnx = p.SetNX(ctx, rediskeys.Answer(answer.UserID, answer.ReplyTo), b, a.ttl)
+		return nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("answer store: %w", err)
 	}
-	if ok {
+	if setnx.Val() {
 		return answer, nil
 	}
 	prev, err := a.Get(ctx, answer.UserID, answer.ReplyTo)

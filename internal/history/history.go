@@ -19,6 +19,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/chatrelay/chat/internal/envelope"
+	"github.com/chatrelay/chat/internal/redisbatch"
 	"github.com/chatrelay/chat/internal/rediskeys"
 )
 
@@ -46,11 +47,16 @@ func deliveredKey(user string) string { return rediskeys.Delivered(user) }
 // Store reads and writes histories.
 type Store struct {
 	rdb redis.UniversalClient
-	cfg Config
+	// batch carries the appends: concurrent ones share pipelines
+	// (redisbatch), one round trip for many records under load.
+	batch redisbatch.Pipeliner
+	cfg   Config
 }
 
 // New returns a store on rdb.
-func New(rdb redis.UniversalClient, cfg Config) *Store { return &Store{rdb: rdb, cfg: cfg} }
+func New(rdb redis.UniversalClient, cfg Config) *Store {
+	return &Store{rdb: rdb, batch: redisbatch.New(rdb, redisbatch.Defaults), cfg: cfg}
+}
 
 // appendScript appends the question (if any) and the answer once per
 // response id: a redelivered answer gets back the cursor of its first
@@ -168,11 +174,29 @@ func (s *Store) appendAndPublish(ctx context.Context, answer *envelope.Envelope,
 		MemoryLen:    MemoryEntries, Channel: channel, Head: head, Tail: tail,
 	}
 	keys := []string{rediskeys.History(answer.UserID), rediskeys.Appended(answer.UserID, answer.ID), rediskeys.Memory(answer.UserID)}
-	id, err := appendScript.Run(ctx, s.rdb, keys, args.argv()...).Text()
+	id, err := runBatched(ctx, s.batch, s.rdb, appendScript, keys, args.argv()...)
 	if err != nil {
 		return "", fmt.Errorf("history append for %s: %w", answer.UserID, err)
 	}
 	return id, nil
+}
+
+// runBatched runs script by its digest in a shared pipeline; a server that
+// does not have it (restarted, flushed, a new replica) gets it loaded by
+// the one call that found it missing, which then runs it alone.
+func runBatched(ctx context.Context, batch redisbatch.Pipeliner, rdb redis.UniversalClient, script *redis.Script, keys []string, args ...any) (string, error) {
+	var cmd *redis.Cmd
+	_, err := batch.Pipelined(ctx, func(p redis.Pipeliner) error {
+		cmd = script.EvalSha(ctx, p, keys, args...)
+		return nil
+	})
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		return script.Run(ctx, rdb, keys, args...).Text()
+	}
+	if err != nil {
+		return "", err
+	}
+	return cmd.Text()
 }
 
 // turnsOldestFirst decodes XREVRANGE entries into turns, oldest first

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/chatrelay/chat/internal/cursor"
 	"github.com/chatrelay/chat/internal/envelope"
 	"github.com/chatrelay/chat/internal/redisbus"
@@ -22,13 +24,20 @@ func answer(user string, n int) *envelope.Envelope {
 	}
 }
 
-func TestHistory(t *testing.T) {
-	srv := testinfra.StartRedis(t)
+// startRedis starts a redis-server for the test and returns a client on it.
+func startRedis(tb testing.TB) redis.UniversalClient {
+	tb.Helper()
+	srv := testinfra.StartRedis(tb)
 	rdb, err := redisbus.NewClient(srv.URL())
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	defer rdb.Close()
+	tb.Cleanup(func() { _ = rdb.Close() })
+	return rdb
+}
+
+func TestHistory(t *testing.T) {
+	rdb := startRedis(t)
 	ctx := context.Background()
 	s := New(rdb, Config{MaxLen: 200, TTL: time.Hour})
 
@@ -245,5 +254,31 @@ func TestAnswers(t *testing.T) {
 	}
 	if got, _ := a.Get(ctx, "u1", "m1"); got.ID != "r1" {
 		t.Fatalf("stored %v", got)
+	}
+}
+
+// Appends run the script by its digest in shared pipelines; a server that
+// lost its scripts (a restart, SCRIPT FLUSH, a promoted replica) must not
+// fail them: the append that finds the script missing loads it.
+func TestAppendAfterTheServerLostItsScripts(t *testing.T) {
+	rdb := startRedis(t)
+	ctx := context.Background()
+	s := New(rdb, Config{MaxLen: 200, TTL: time.Hour})
+	first, err := s.Append(ctx, answer("u1", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	second, err := s.Append(ctx, answer("u1", 2))
+	if err != nil {
+		t.Fatalf("append after SCRIPT FLUSH: %v", err)
+	}
+	if again, err := s.Append(ctx, answer("u1", 1)); err != nil || again != first {
+		t.Fatalf("redelivered append: %q, %v; want the first cursor %q", again, err, first)
+	}
+	if second == first {
+		t.Fatalf("two answers got one cursor %q", first)
 	}
 }

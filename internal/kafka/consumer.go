@@ -11,6 +11,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/chatrelay/chat/internal/gopool"
 )
 
 // ConsumerConfig configures a group consumer.
@@ -70,6 +72,9 @@ type Consumer struct {
 	lanes    map[laneKey]*lane
 	stopping bool
 	lanesWG  sync.WaitGroup
+	// workers run the lanes, keeping their grown stacks between them
+	// (gopool); at most MaxInFlight lanes run at once.
+	workers *gopool.Pool
 }
 
 type topicPartition struct {
@@ -134,6 +139,7 @@ func NewConsumer(cfg ConsumerConfig, h Handler) (*Consumer, error) {
 		slots:   make(chan struct{}, cfg.MaxInFlight),
 		parts:   map[topicPartition]*partState{},
 		lanes:   map[laneKey]*lane{},
+		workers: gopool.New(gopool.IdleTimeout),
 	}
 	c.work, c.stopWork = context.WithCancel(context.Background())
 	cc := cfg.Client
@@ -268,7 +274,7 @@ func (c *Consumer) dispatch(ctx context.Context, r *kgo.Record) {
 	c.mu.Unlock()
 	if !running {
 		c.lanesWG.Add(1)
-		go c.runLane(k, l)
+		c.workers.Go(func() { c.runLane(k, l) })
 	}
 }
 

@@ -167,4 +167,3 @@ func TestComposeAlertmanagerRuns(t *testing.T) {
 		t.Errorf("Alertmanager complains about the compose setup:\n%s", out)
 	}
 }
-

@@ -18,12 +18,14 @@ package perf
 //	throughput  2 gateways behind nginx, 1,000 users, 5,000 msg/s for 60 s, model answering at once
 //	slow        same, LLM_OFFLINE_LATENCY=1s, 2,000 users, 1,000 msg/s, in-flight limits raised
 //	overhead    same, 500 users, 500 msg/s, once per model latency L in PERF_LATENCIES (default 100ms,0s)
+//	ladder      same, 500 users, 20 s at each rate of PERF_RATES (default 500,1000,2000,3000,4000), a fresh topology per rate
 //
 // Overrides, applied to every selected run: PERF_USERS, PERF_RATE (total
 // msg/s), PERF_DURATION, PERF_DRAIN, PERF_SETTLE, PERF_RAMP (connects/s),
 // PERF_GATEWAYS, PERF_DIRECT (true: loadgen straight to the gateways instead
 // of through nginx), PERF_PROCS (loadgen processes), PERF_SOURCE_IPS,
-// PERF_PARTITIONS (default 16), PERF_PROFILE_SECONDS (default 15, capped by
+// PERF_RATES (the ladder's rates), PERF_BIN (a directory of service
+// binaries to run instead of this commit's), PERF_PARTITIONS (default 16), PERF_PROFILE_SECONDS (default 15, capped by
 // the send phase), PERF_MESSAGE_SIZE, PERF_ENV (extra service env, e.g.
 // "LLM_OFFLINE_LATENCY=1s AI_MAX_IN_FLIGHT=4096"; it wins over the
 // scenario's), PERF_LOADGEN_ARGS (extra loadgen flags) and PERF_LATENCIES.
@@ -89,6 +91,17 @@ func TestPerf(t *testing.T) {
 		}
 	}
 
+	// PERF_BIN runs the services from other binaries (say, a build of an
+	// earlier commit) with this harness and load generator, so a change is
+	// measured side by side with what it replaces on the same noisy machine.
+	svcDir := binDir
+	if v := os.Getenv("PERF_BIN"); v != "" && !smoke {
+		if svcDir, err = filepath.Abs(v); err != nil {
+			t.Fatal(err)
+		}
+		build = "from PERF_BIN " + svcDir
+	}
+
 	out := os.Getenv("PERF_OUT")
 	switch {
 	case out != "" && !filepath.IsAbs(out):
@@ -111,7 +124,7 @@ func TestPerf(t *testing.T) {
 	var md string
 	for _, s := range scenarios {
 		t.Run(s.Name, func(t *testing.T) {
-			r := runScenario(t, s, binDir, out)
+			r := runScenario(t, s, svcDir, binDir, out)
 			runs = append(runs, r)
 			if md, err = writeSummary(out, header, runs); err != nil {
 				t.Errorf("write summary: %v", err)
@@ -219,18 +232,18 @@ func loadgenArgs(s scenario, tp *topology, jsonPath string) []string {
 }
 
 // runScenario starts a topology, runs loadgen against it and measures.
-func runScenario(t *testing.T, s scenario, binDir, out string) *runResult {
+func runScenario(t *testing.T, s scenario, svcDir, loadgenDir, out string) *runResult {
 	dir := filepath.Join(out, s.Name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	r := &runResult{Name: s.Name, Dir: s.Name, Env: s.Env, Latency: s.modelLatency(), Windows: map[string]cpuWindow{}}
+	r := &runResult{Name: s.Name, Dir: s.Name, Env: s.Env, Latency: s.modelLatency(), Windows: map[string]cpuWindow{}, Ladder: s.Ladder, Rate: s.Rate}
 	r.Topology = fmt.Sprintf("%d gw, %s", s.Gateways, map[bool]string{true: "direct", false: "nginx"}[s.Direct])
 	if l := r.Latency; l > 0 {
 		r.Topology += ", L=" + l.String()
 	}
 
-	tp := startTopology(t, s, binDir)
+	tp := startTopology(t, s, svcDir)
 	defer tp.saveLogs(dir)
 
 	jsonPath := filepath.Join(dir, "loadgen.json")
@@ -260,7 +273,7 @@ func runScenario(t *testing.T, s scenario, binDir, out string) *runResult {
 	limit := s.Duration + s.Drain + s.Settle + time.Duration(float64(s.Users)/max(s.Ramp, 1)*float64(time.Second)) + 5*time.Minute
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "loadgen"), loadgenArgs(s, tp, jsonPath)...)
+	cmd := exec.CommandContext(ctx, filepath.Join(loadgenDir, "loadgen"), loadgenArgs(s, tp, jsonPath)...)
 	cmd.Env = append(os.Environ(), "AUTH_SECRET="+testSecret)
 	cmd.Stdout = stdout
 	cmd.Stderr = &lineLogger{t: t, prefix: s.Name + ": ", file: logFile}

@@ -12,6 +12,7 @@ import (
 // scenario is one load run against a fresh topology.
 type scenario struct {
 	Name     string
+	Ladder   bool // one rung of the rate ladder (its row goes in the ladder table)
 	Gateways int  // websocket-server processes
 	Direct   bool // loadgen straight to the gateways instead of through nginx
 
@@ -48,7 +49,10 @@ func (s scenario) modelLatency() time.Duration {
 
 // scenarioNames are the scenarios PERF_SCENARIO accepts ("all" is every one
 // but smoke).
-var scenarioNames = []string{"idle1", "idle2", "throughput", "slow", "overhead"}
+var scenarioNames = []string{"idle1", "idle2", "throughput", "slow", "overhead", "ladder"}
+
+// ladderRates are the ladder's offered rates, msg/s (PERF_RATES overrides).
+const ladderRates = "500,1000,2000,3000,4000"
 
 // baseScenarios returns the runs of the named scenario with its defaults
 // (overhead is one run per model latency).
@@ -90,10 +94,34 @@ func baseScenarios(name string) ([]scenario, error) {
 			out = append(out, o)
 		}
 		return out, nil
+	case "ladder":
+		return ladderScenarios(s)
 	default:
 		return nil, fmt.Errorf("PERF_SCENARIO: unknown scenario %q (known: smoke, %s, all)", name, strings.Join(scenarioNames, ", "))
 	}
 	return []scenario{s}, nil
+}
+
+// ladderScenarios is one run per rate of PERF_RATES, each on a fresh
+// topology: 500 users through nginx to two gateways, 20 s of sending, the
+// model answering at once. The summary's ladder table reads them together.
+func ladderScenarios(s scenario) ([]scenario, error) {
+	rates := ladderRates
+	if v := os.Getenv("PERF_RATES"); v != "" {
+		rates = v
+	}
+	s.Users, s.Duration, s.Drain, s.Settle, s.ProfileSeconds = 500, 20*time.Second, 20*time.Second, 5*time.Second, 10
+	var out []scenario
+	for _, r := range splitList(rates) {
+		f, err := strconv.ParseFloat(r, 64)
+		if err != nil || f <= 0 {
+			return nil, fmt.Errorf("PERF_RATES: %q is not a positive rate", r)
+		}
+		o := s
+		o.Name, o.Rate, o.Ladder = fmt.Sprintf("ladder-%g", f), f, true
+		out = append(out, o)
+	}
+	return out, nil
 }
 
 // selectedScenarios reads PERF_SCENARIO (comma list; "all") and applies the
@@ -162,7 +190,9 @@ func applyOverrides(s *scenario) error {
 		}
 	}
 	setInt("PERF_USERS", &s.Users)
-	setFloat("PERF_RATE", &s.Rate)
+	if !s.Ladder { // the ladder's rates are PERF_RATES
+		setFloat("PERF_RATE", &s.Rate)
+	}
 	setDur("PERF_DURATION", &s.Duration)
 	setDur("PERF_DRAIN", &s.Drain)
 	setDur("PERF_SETTLE", &s.Settle)

@@ -21,6 +21,8 @@ type runResult struct {
 	Args     []string      `json:"loadgen_args"`
 	Env      []string      `json:"service_env"` // the scenario's extra service env
 	Latency  time.Duration `json:"model_latency_ns"`
+	Ladder   bool          `json:"ladder,omitempty"`
+	Rate     float64       `json:"offered_rate,omitempty"`
 
 	ExitCode int             `json:"loadgen_exit_code"`
 	Error    string          `json:"error,omitempty"`
@@ -130,6 +132,7 @@ func summary(header string, runs []*runResult) string {
 	for _, r := range runs {
 		b.WriteString(r.row() + "\n")
 	}
+	b.WriteString(ladderTable(runs))
 	b.WriteString("\n## CPU seconds per process\n\n")
 	b.WriteString("ramp: loadgen start until every socket is open; send: the send (or hold) phase; after: drain, close and settle (loadgen's own total is from its exit status).\n\n")
 	b.WriteString("| scenario | window | wall s | CPU s per process | total | cores busy | machine cores busy (incl. anything else running) |\n|---|---|---|---|---|---|---|\n")
@@ -208,4 +211,69 @@ func writeSummary(out, header string, runs []*runResult) (string, error) {
 	}
 	b, _ := json.MarshalIndent(runs, "", "  ")
 	return md, os.WriteFile(filepath.Join(out, "summary.json"), b, 0o644)
+}
+
+// kneeP99 is the latency the ladder's knee is measured against: the first
+// rate whose p99 is above it, or that lost or did not answer everything, is
+// past the knee.
+const kneeP99 = 100.0 // ms
+
+// ladderTable is the rate ladder: per rate, what was answered and how fast,
+// and the CPU milliseconds each process spent per message sent in the send
+// phase; then where the knee is. "" without ladder runs.
+func ladderTable(runs []*runResult) string {
+	var b strings.Builder
+	var knee string
+	last := ""
+	for _, r := range runs {
+		if !r.Ladder || r.Result == nil {
+			continue
+		}
+		if b.Len() == 0 {
+			b.WriteString("\n## Rate ladder\n\nCPU ms per message = CPU time from the start of sending to the end of the run (send phase, drain, close) / messages answered (services, then what shares the machine; loadgen's share is its processes' CPU in those windows).\n\n")
+			b.WriteString("| offered msg/s | sent | answered | lost | dup | p50 ms | p99 ms | gateways (both) | ai-consumer | message-relay | broker | redis | nginx | loadgen | total |\n")
+			b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+		}
+		m, l := r.Result.Messages, r.Result.Latency
+		// The send phase and what follows it (drain, close, settle): a rate
+		// the system cannot keep up with is still being answered after the
+		// sending stops, and its CPU counts for the answers it makes.
+		w := r.Windows["send"]
+		after := r.Windows["after"]
+		per := func(names ...string) float64 {
+			var s float64
+			for _, win := range []cpuWindow{w, after} {
+				for n, v := range win.CPU {
+					for _, want := range names {
+						if n == want || (want == "gw-" && strings.HasPrefix(n, "gw-")) {
+							s += v
+						}
+					}
+				}
+			}
+			return s * 1000 / float64(max(m.Answered, 1))
+		}
+		fmt.Fprintf(&b, "| %g | %d | %d | %d | %d | %.1f | %.1f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |\n",
+			r.Rate, m.Sent, m.Answered, m.Lost, m.Duplicated, l.P50, l.P99,
+			per("gw-"), per("ai-consumer"), per("message-relay"), per("broker"), per("redis"), per("nginx"), per("loadgen"),
+			(w.total()+after.total())*1000/float64(max(m.Answered, 1)))
+		ok := m.Lost == 0 && m.Duplicated == 0 && m.Answered >= m.Sent && l.P99 <= kneeP99
+		switch {
+		case knee != "":
+		case !ok && last == "":
+			knee = fmt.Sprintf("at or below %g msg/s (the first rate is past it)", r.Rate)
+		case !ok:
+			knee = fmt.Sprintf("between %s and %g msg/s", last, r.Rate)
+		default:
+			last = fmt.Sprintf("%g", r.Rate)
+		}
+	}
+	if b.Len() == 0 {
+		return ""
+	}
+	if knee == "" {
+		knee = "above " + last + " msg/s (every rate answered all with p99 ≤ 100 ms)"
+	}
+	fmt.Fprintf(&b, "\nKnee (first rate with p99 > %.0f ms, or a message lost, duplicated or unanswered): %s.\n", kneeP99, knee)
+	return b.String()
 }

@@ -1,0 +1,77 @@
+package history
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// BenchmarkAppendPublish is the relay's Redis step from many lanes at once
+// (RunParallel with 64 goroutines per core, as the relay's in-flight
+// records are): one script call per answer sent alone ("direct", as before
+// redisbatch) or in shared pipelines ("batched", what Store does). The
+// CPU time per append is reported for both sides: this process (client
+// µs/op, from getrusage) and redis-server (server µs/op, from INFO cpu).
+func BenchmarkAppendPublish(b *testing.B) {
+	rdb := startRedis(b)
+	cfg := Config{MaxLen: 200, TTL: time.Hour}
+	for _, mode := range []string{"direct", "batched"} {
+		b.Run(mode, func(b *testing.B) {
+			s := New(rdb, cfg)
+			if mode == "direct" {
+				s.batch = rdb
+			}
+			var n atomic.Int64
+			b.SetParallelism(64)
+			b.ReportAllocs()
+			cpu0, srv0 := processCPU(), serverCPU(b, rdb)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				ctx := context.Background()
+				for pb.Next() {
+					i := int(n.Add(1))
+					a := answer(fmt.Sprintf("bench-%s-%d", mode, i%500), i)
+					payload := []byte(`{"cursor":"PLACEHOLDER","content":"x"}`)
+					if _, err := s.AppendPublish(ctx, a, "live", payload, "PLACEHOLDER"); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.StopTimer()
+			b.ReportMetric((processCPU()-cpu0).Seconds()*1e6/float64(b.N), "client-µs/op")
+			b.ReportMetric((serverCPU(b, rdb)-srv0).Seconds()*1e6/float64(b.N), "server-µs/op")
+		})
+	}
+}
+
+// processCPU is this process's user+system CPU time.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// serverCPU is redis-server's user+system CPU time (INFO cpu).
+func serverCPU(b *testing.B, rdb redis.UniversalClient) time.Duration {
+	info, err := rdb.Info(context.Background(), "cpu").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var total float64
+	for _, line := range strings.Split(info, "\n") {
+		k, v, _ := strings.Cut(strings.TrimSpace(line), ":")
+		if k == "used_cpu_sys" || k == "used_cpu_user" {
+			f, _ := strconv.ParseFloat(v, 64)
+			total += f
+		}
+	}
+	return time.Duration(total * float64(time.Second))
+}

@@ -1,0 +1,247 @@
+package redisbatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/chatrelay/chat/internal/testinfra"
+)
+
+func client(t *testing.T) redis.UniversalClient {
+	t.Helper()
+	srv := testinfra.StartRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	return rdb
+}
+
+// gate holds the first pipeline at the seam until released, so the calls
+// made meanwhile are forced to queue behind it.
+type gate struct {
+	mu      sync.Mutex
+	sizes   []int
+	first   chan struct{} // closed when the first pipeline reached the seam
+	release chan struct{}
+}
+
+func newGate(b *Batcher) *gate {
+	g := &gate{first: make(chan struct{}), release: make(chan struct{})}
+	b.batchHook = func(n int) {
+		g.mu.Lock()
+		g.sizes = append(g.sizes, n)
+		isFirst := len(g.sizes) == 1
+		g.mu.Unlock()
+		if isFirst {
+			close(g.first)
+			<-g.release
+		}
+	}
+	return g
+}
+
+func (g *gate) batchSizes() []int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]int(nil), g.sizes...)
+}
+
+// Calls made while the only pipeline in flight is busy go out together in
+// the next one, and each caller gets its own commands' results.
+func TestCallsQueuedBehindABusyPipelineShareTheNext(t *testing.T) {
+	rdb := client(t)
+	b := New(rdb, Config{MaxInFlight: 1})
+	g := newGate(b)
+	ctx := context.Background()
+
+	firstDone := make(chan error, 1)
+	go func() {
+		_, err := b.Pipelined(ctx, func(p redis.Pipeliner) error { p.Set(ctx, "first", "1", 0); return nil })
+		firstDone <- err
+	}()
+	<-g.first
+
+	const n = 20
+	var wg sync.WaitGroup
+	got := make([]string, n)
+	errs := make([]error, n)
+	queued := make(chan struct{}, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var incr *redis.IntCmd
+			var get *redis.StringCmd
+			queued <- struct{}{}
+			cmds, err := b.Pipelined(ctx, func(p redis.Pipeliner) error {
+				key := fmt.Sprintf("k%d", i)
+				incr = p.IncrBy(ctx, key, int64(i))
+				get = p.Get(ctx, key)
+				return nil
+			})
+			if err == nil && len(cmds) != 2 {
+				err = fmt.Errorf("%d commands returned, want this caller's 2", len(cmds))
+			}
+			errs[i] = err
+			if err == nil && incr.Val() == int64(i) {
+				got[i] = get.Val()
+			}
+		}()
+	}
+	for range n {
+		<-queued
+	}
+	waitQueued(t, b, n)
+	close(g.release)
+	wg.Wait()
+	if err := <-firstDone; err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		if errs[i] != nil || got[i] != fmt.Sprint(i) {
+			t.Errorf("caller %d: %q, %v; want %d", i, got[i], errs[i], i)
+		}
+	}
+	if sizes := g.batchSizes(); len(sizes) != 2 || sizes[1] != n {
+		t.Errorf("pipelines carried %v callers, want [1 %d]", sizes, n)
+	}
+}
+
+// waitQueued waits until n requests wait in the queue.
+func waitQueued(t *testing.T, b *Batcher, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b.mu.Lock()
+		q := len(b.queue)
+		b.mu.Unlock()
+		if q == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d requests queued, want %d", q, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// One caller's failing command (or redis.Nil) is that caller's error only.
+func TestErrorsStayWithTheirCaller(t *testing.T) {
+	rdb := client(t)
+	b := New(rdb, Config{MaxInFlight: 1})
+	g := newGate(b)
+	ctx := context.Background()
+	if err := rdb.Set(ctx, "text", "not a number", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _, _ = b.Pipelined(ctx, func(p redis.Pipeliner) error { p.Ping(ctx); return nil }) }()
+	<-g.first
+
+	type result struct {
+		name string
+		err  error
+	}
+	results := make(chan result, 3)
+	call := func(name string, fn func(p redis.Pipeliner)) {
+		go func() {
+			_, err := b.Pipelined(ctx, func(p redis.Pipeliner) error { fn(p); return nil })
+			results <- result{name, err}
+		}()
+	}
+	call("incr-text", func(p redis.Pipeliner) { p.Incr(ctx, "text") })
+	call("get-missing", func(p redis.Pipeliner) { p.Get(ctx, "missing") })
+	call("set", func(p redis.Pipeliner) { p.Set(ctx, "ok", "1", 0) })
+	waitQueued(t, b, 3)
+	close(g.release)
+	for range 3 {
+		r := <-results
+		switch r.name {
+		case "incr-text":
+			if r.err == nil || errors.Is(r.err, redis.Nil) {
+				t.Errorf("INCR of text: %v, want the server's error", r.err)
+			}
+		case "get-missing":
+			if !errors.Is(r.err, redis.Nil) {
+				t.Errorf("GET of a missing key: %v, want redis.Nil", r.err)
+			}
+		case "set":
+			if r.err != nil {
+				t.Errorf("SET in the same pipeline: %v", r.err)
+			}
+		}
+	}
+}
+
+// A caller that gives up while queued gets its context's error at once,
+// and its commands are not sent; the others in its pipeline are unharmed.
+func TestAGivenUpCallerIsNotSent(t *testing.T) {
+	rdb := client(t)
+	b := New(rdb, Config{MaxInFlight: 1})
+	g := newGate(b)
+	ctx := context.Background()
+	go func() { _, _ = b.Pipelined(ctx, func(p redis.Pipeliner) error { p.Ping(ctx); return nil }) }()
+	<-g.first
+
+	cctx, cancel := context.WithCancel(ctx)
+	gaveUp := make(chan error, 1)
+	go func() {
+		_, err := b.Pipelined(cctx, func(p redis.Pipeliner) error { p.Set(ctx, "abandoned", "1", 0); return nil })
+		gaveUp <- err
+	}()
+	kept := make(chan error, 1)
+	go func() {
+		_, err := b.Pipelined(ctx, func(p redis.Pipeliner) error { p.Set(ctx, "kept", "1", 0); return nil })
+		kept <- err
+	}()
+	waitQueued(t, b, 2)
+	cancel()
+	if err := <-gaveUp; !errors.Is(err, context.Canceled) {
+		t.Fatalf("given-up caller: %v, want context.Canceled", err)
+	}
+	close(g.release)
+	if err := <-kept; err != nil {
+		t.Fatal(err)
+	}
+	if n, err := rdb.Exists(ctx, "abandoned", "kept").Result(); err != nil || n != 1 {
+		t.Fatalf("%d of abandoned/kept exist (%v), want only kept", n, err)
+	}
+}
+
+// With fewer pipelines in flight than allowed, a call goes out alone at
+// once: an idle system does not wait for a batch.
+func TestAnIdleBatcherSendsAtOnce(t *testing.T) {
+	rdb := client(t)
+	b := New(rdb, Config{})
+	var sizes []int
+	var mu sync.Mutex
+	b.batchHook = func(n int) { mu.Lock(); sizes = append(sizes, n); mu.Unlock() }
+	ctx := context.Background()
+	for i := range 5 {
+		if _, err := b.Pipelined(ctx, func(p redis.Pipeliner) error { p.Set(ctx, fmt.Sprint(i), i, 0); return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if fmt.Sprint(sizes) != "[1 1 1 1 1]" {
+		t.Fatalf("pipelines %v, want five of one", sizes)
+	}
+	// A drainer hands a caller its result before it looks for more work,
+	// so it may still be on its way out.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b.mu.Lock()
+		running, queued := b.running, len(b.queue)
+		b.mu.Unlock()
+		if running == 0 && queued == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the calls: %d drainers running, %d queued; want none", running, queued)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
