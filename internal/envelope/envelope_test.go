@@ -2,7 +2,10 @@ package envelope
 
 import (
 	"context"
+	stdjson "encoding/json"
 	"errors"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -58,5 +61,62 @@ func TestCarrierPropagatesTraceContext(t *testing.T) {
 	got := trace.SpanContextFromContext(prop.Extract(context.Background(), Carrier{&e}))
 	if got.TraceID() != tid || got.SpanID() != sid {
 		t.Fatalf("extracted %v", got)
+	}
+}
+
+// The envelope codec is JSON v2's, set to behave as encoding/json: the same
+// bytes out, and the same envelopes (or a refusal) in, so services of the
+// version before it and after it read each other's records.
+func TestCodecMatchesEncodingJSON(t *testing.T) {
+	ts := time.Date(2026, 1, 2, 3, 4, 5, 678e6, time.UTC)
+	outs := []*Envelope{
+		{Type: TypeMessage, ID: "m1", UserID: "u", Content: "plain", CorrelationID: "c", Timestamp: ts},
+		{Type: TypeResponse, ID: "r1", ReplyTo: "m1", UserID: "u", Content: "<b>&amp;</b> \u2028 \u2029 \x00 \t \"q\" \\ é 🙂 \xff\xfe",
+			CorrelationID: "c", Timestamp: ts, AcceptedAt: ts.Add(-time.Second), Question: "why <not>?", Cursor: "1-2", Model: "m"},
+		{Type: TypeChunk, ID: "k1", ReplyTo: "m1", UserID: "u", Content: "piece", Seq: 3, Stream: true, Timestamp: ts.In(time.FixedZone("x", 3600))},
+		{Type: TypeStatus, ID: "s1", ReplyTo: "m1", UserID: "u", State: StateDelayed, TraceParent: "00-a-b-01", TraceState: "k=v"},
+		{},
+	}
+	for i, e := range outs {
+		got, err := Marshal(e)
+		if err != nil {
+			t.Fatalf("envelope %d: %v", i, err)
+		}
+		want, err := stdjson.Marshal(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Byte for byte, but for the replacement character of invalid
+		// UTF-8, which v1 writes escaped and v2 as itself: the same string.
+		if string(got) != strings.ReplaceAll(string(want), `\ufffd`, "\ufffd") {
+			t.Errorf("envelope %d:\n got %s\nwant %s", i, got, want)
+		}
+	}
+
+	ins := []string{
+		`{"v":1,"type":"message","id":"m","userid":"u","correlation_id":"c","timestamp":"2026-01-02T03:04:05Z"}`,
+		`{"V":1,"TYPE":"message","Id":"m","UserID":"u","timestamp":"2026-01-02T03:04:05.5+01:00"}`,
+		`{"v":1,"type":"message","id":"a","id":"b","userid":"u","content":"x\ud800y \xff","unknown":{"a":[1,2]},"timestamp":"2026-01-02T03:04:05Z"}`,
+		`{"v":1,"type":"chunk","id":"k","reply_to":"m","userid":"u","seq":2,"stream":true,"content":null,"timestamp":"2026-01-02T03:04:05Z"}`,
+		`{"v":1.5,"type":"message","id":"m","userid":"u"}`,
+		`{"v":1,"type":"message","id":"m","userid":"u","seq":"2"}`,
+		`{"v":1,"type":"message","id":"m","userid":"u","timestamp":"yesterday"}`,
+		`{"v":1,"type":"message","id":"m","userid":"u"} trailing`,
+		`[1,2]`, `null`, ``, `{"v":1,`,
+	}
+	for _, in := range ins {
+		got, gotErr := Unmarshal([]byte(in))
+		var want Envelope
+		wantErr := stdjson.Unmarshal([]byte(in), &want)
+		if wantErr == nil {
+			wantErr = want.Validate()
+		}
+		if (gotErr == nil) != (wantErr == nil) {
+			t.Errorf("%s: error %v, encoding/json's %v", in, gotErr, wantErr)
+			continue
+		}
+		if gotErr == nil && !reflect.DeepEqual(*got, want) {
+			t.Errorf("%s:\n got %+v\nwant %+v", in, *got, want)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package envelope
 
 import (
 	"bytes"
+	stdjson "encoding/json"
 	"errors"
 	"testing"
 )
@@ -17,6 +18,7 @@ func FuzzUnmarshal(f *testing.F) {
 	f.Add([]byte(`{"v":1,"type":"message","id":"m1","userid":"u1","correlation_id":"c1","timestamp":"2026-01-02T03:04:05Z"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		e, err := Unmarshal(b)
+		sameAsEncodingJSON(t, b, e, err)
 		if err != nil {
 			if !errors.Is(err, ErrInvalid) {
 				t.Fatalf("error does not wrap ErrInvalid: %v", err)
@@ -49,6 +51,23 @@ func FuzzUnmarshal(f *testing.F) {
 			t.Fatalf("encoding is not stable:\n%s\n%s (%v)", enc, enc2, err)
 		}
 	})
+}
+
+// sameAsEncodingJSON checks the codec against encoding/json on b: both
+// refuse it, or both accept the same envelope (see codec).
+func sameAsEncodingJSON(t *testing.T, b []byte, got *Envelope, gotErr error) {
+	t.Helper()
+	var want Envelope
+	wantErr := stdjson.Unmarshal(b, &want)
+	if wantErr == nil {
+		wantErr = want.Validate()
+	}
+	switch {
+	case (gotErr == nil) != (wantErr == nil):
+		t.Fatalf("%q: error %v, encoding/json's %v", b, gotErr, wantErr)
+	case gotErr == nil && !sameEnvelope(got, &want):
+		t.Fatalf("%q:\n got %+v\nwant %+v", b, got, &want)
+	}
 }
 
 // sameEnvelope compares field by field, times as instants.
