@@ -172,7 +172,7 @@ func (s *Store) MarkDeliveredBatch(ctx context.Context, marks map[string]string)
 	if len(marks) == 0 {
 		return nil
 	}
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	_, err := s.batch.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for user, c := range marks {
 			// Eval, not Run: a pipeline cannot fall back from EVALSHA.
 			markScript.Eval(ctx, p, []string{deliveredKey(user)}, c, s.cfg.TTL.Milliseconds())

@@ -21,11 +21,20 @@ package redisbatch
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 )
+
+// tracer makes one client span per pipeline, in the trace of the first
+// caller it carries (redisbus leaves pipelines to it).
+var tracer = otel.Tracer("github.com/chatrelay/chat/internal/redisbatch")
 
 // Pipeliner is the one call the users of a Batcher need; a go-redis client
 // has it too, so code written against it runs with or without batching.
@@ -142,7 +151,8 @@ func (b *Batcher) send(batch []*request) {
 		b.batchHook(len(batch))
 	}
 	// The pipeline runs under the first live caller's context (its trace
-	// gets the pipeline's span), without its cancellation: the others'
+	// gets the pipeline's span; the other callers' traces have their own
+	// spans around the call), without its cancellation: the others'
 	// commands must not fail because that caller gave up.
 	ctx := context.Background()
 	for _, r := range batch {
@@ -153,6 +163,8 @@ func (b *Batcher) send(batch []*request) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.Timeout)
 	defer cancel()
+	ctx, span := tracer.Start(ctx, "redis.pipeline", trace.WithSpanKind(trace.SpanKindClient))
+	defer span.End()
 	pipe := b.rdb.Pipeline()
 	bounds := make([]int, len(batch)+1)
 	for i, r := range batch {
@@ -165,7 +177,13 @@ func (b *Batcher) send(batch []*request) {
 		}
 		bounds[i+1] = pipe.Len()
 	}
-	cmds, _ := pipe.Exec(ctx)
+	cmds, err := pipe.Exec(ctx)
+	span.SetAttributes(attribute.String("db.system.name", "redis"), attribute.Int("db.operation.batch.size", len(cmds)),
+		attribute.Int("chat.batch.callers", len(batch)))
+	if err != nil && !errors.Is(err, redis.Nil) {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, "pipeline failed")
+	}
 	for i, r := range batch {
 		if len(cmds) >= bounds[i+1] {
 			r.cmds = cmds[bounds[i]:bounds[i+1]]
