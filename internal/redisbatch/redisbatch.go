@@ -30,6 +30,8 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/chatrelay/chat/internal/gopool"
 )
 
 // tracer makes one client span per pipeline, in the trace of the first
@@ -72,6 +74,10 @@ type Batcher struct {
 	queue   []*request
 	running int
 
+	// workers run the drainers; a drainer goes deep into go-redis, and a
+	// fresh goroutine would grow its stack for each batch (gopool).
+	workers *gopool.Pool
+
 	// batchHook, when set (tests), sees each pipeline's callers before it
 	// is sent.
 	batchHook func(n int)
@@ -96,7 +102,7 @@ func New(rdb redis.UniversalClient, cfg Config) *Batcher {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = Defaults.Timeout
 	}
-	return &Batcher{rdb: rdb, cfg: cfg}
+	return &Batcher{rdb: rdb, cfg: cfg, workers: gopool.New(gopool.IdleTimeout)}
 }
 
 // Pipelined queues fn's commands for the next pipeline and returns them
@@ -113,7 +119,7 @@ func (b *Batcher) Pipelined(ctx context.Context, fn func(redis.Pipeliner) error)
 	}
 	b.mu.Unlock()
 	if start {
-		go b.drain()
+		b.workers.Go(b.drain)
 	}
 	select {
 	case <-r.done:
