@@ -75,3 +75,52 @@ func handToIdle(t *testing.T, p *Pool, task func()) {
 	}
 	t.Fatal("the worker never became idle")
 }
+
+// deep stands for a task that goes deep (a handler chain, tracing, a
+// client library): it needs some 16 KiB of stack.
+//
+//go:noinline
+func deep(n int) byte {
+	var buf [512]byte
+	buf[n%512] = byte(n)
+	if n == 0 {
+		return buf[0]
+	}
+	return deep(n-1) + buf[(n*7)%512]
+}
+
+// BenchmarkDeepTask: a task needing a grown stack, on a fresh goroutine
+// each time ("go") or on a pool worker that kept its stack ("pool").
+func BenchmarkDeepTask(b *testing.B) {
+	var sink byte
+	var mu sync.Mutex
+	task := func(wg *sync.WaitGroup) func() {
+		return func() {
+			v := deep(30)
+			mu.Lock()
+			sink += v
+			mu.Unlock()
+			wg.Done()
+		}
+	}
+	b.Run("go", func(b *testing.B) {
+		b.ReportAllocs()
+		var wg sync.WaitGroup
+		for b.Loop() {
+			wg.Add(1)
+			go task(&wg)()
+			wg.Wait()
+		}
+	})
+	b.Run("pool", func(b *testing.B) {
+		b.ReportAllocs()
+		p := New(time.Minute)
+		var wg sync.WaitGroup
+		for b.Loop() {
+			wg.Add(1)
+			p.Go(task(&wg))
+			wg.Wait()
+		}
+	})
+	_ = sink
+}

@@ -52,6 +52,45 @@ func BenchmarkAppendPublish(b *testing.B) {
 	}
 }
 
+// BenchmarkAnswerLookupAndStore is the ai-consumer's Redis steps for one
+// message from many lanes at once: the stored-answer check with the
+// conversation memory, then storing the answer; each alone ("direct") or
+// in shared pipelines ("batched", what Answers does).
+func BenchmarkAnswerLookupAndStore(b *testing.B) {
+	rdb := startRedis(b)
+	for _, mode := range []string{"direct", "batched"} {
+		b.Run(mode, func(b *testing.B) {
+			a := NewAnswers(rdb, time.Hour)
+			if mode == "direct" {
+				a.batch = rdb
+			}
+			var n atomic.Int64
+			b.SetParallelism(64)
+			b.ReportAllocs()
+			cpu0, srv0 := processCPU(), serverCPU(b, rdb)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				ctx := context.Background()
+				for pb.Next() {
+					i := int(n.Add(1))
+					ans := answer(fmt.Sprintf("bench-%s-%d", mode, i%500), i)
+					if _, _, err := a.GetWithRecent(ctx, ans.UserID, ans.ReplyTo, 20); err != nil {
+						b.Error(err)
+						return
+					}
+					if _, err := a.Put(ctx, ans); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.StopTimer()
+			b.ReportMetric((processCPU()-cpu0).Seconds()*1e6/float64(b.N), "client-µs/op")
+			b.ReportMetric((serverCPU(b, rdb)-srv0).Seconds()*1e6/float64(b.N), "server-µs/op")
+		})
+	}
+}
+
 // processCPU is this process's user+system CPU time.
 func processCPU() time.Duration {
 	var ru syscall.Rusage
