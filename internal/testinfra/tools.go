@@ -10,7 +10,7 @@ import (
 
 // ToolBinary returns the path of a test tool built by `make tools` into the
 // user cache (package toolcache: prometheus, promtool, alertmanager, amtool,
-// otelcol, jaeger). The tests never build one themselves: building takes
+// otelcol, jaeger, helm). The tests never build one themselves: building takes
 // minutes, longer than a test should wait. A missing one skips the test
 // locally and fails it under CI=true.
 func ToolBinary(t testing.TB, bin string) string {

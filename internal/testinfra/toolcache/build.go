@@ -58,7 +58,11 @@ func (t Tool) Build(ctx context.Context, root string, log io.Writer) error {
 	defer os.RemoveAll(tmp)
 
 	args := []string{"build", "-o", tmp + string(filepath.Separator)}
-	if fl := t.ldflags(v); fl != "" {
+	fl, err := t.ldflags(root)
+	if err != nil {
+		return err
+	}
+	if fl != "" {
 		args = append(args, "-ldflags", fl)
 	}
 	for _, b := range t.Bins {

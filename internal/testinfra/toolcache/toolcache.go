@@ -1,7 +1,8 @@
-// Package toolcache builds the servers the tests run that Debian does not
-// ship at the versions the deployment uses — Prometheus and promtool,
-// Alertmanager and amtool, the OpenTelemetry Collector, Jaeger — from their
-// own modules under tools/ into the user cache, once, and finds them there.
+// Package toolcache builds the servers and tools the tests run that Debian
+// does not ship at the versions the deployment uses — Prometheus and
+// promtool, Alertmanager and amtool, the OpenTelemetry Collector, Jaeger,
+// Helm — from their own modules under tools/ into the user cache, once, and
+// finds them there.
 //
 // Each tool's go.mod is the one place that names its version: the build,
 // the cached binary's name and the tests that compare it with the compose
@@ -14,8 +15,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -38,6 +41,10 @@ type Tool struct {
 	// VersionVar, when set, is the variable that -X sets to the release
 	// version, so `<bin> --version` says what the image would say.
 	VersionVar string
+	// Vars, when set, are more -X settings of the build (variable → value),
+	// made from the versions the tool's go.mod requires (version(module)):
+	// what the upstream release build sets and a plain `go build` would not.
+	Vars func(version func(module string) (string, error)) (map[string]string, error)
 }
 
 // promVersion is where Prometheus-family binaries keep their version.
@@ -71,6 +78,39 @@ var Tools = []Tool{
 		Bins:    []Bin{{"jaeger", "github.com/jaegertracing/jaeger/cmd/jaeger"}},
 		Release: plainRelease,
 	},
+	{
+		Name: "helm", Dir: "tools/helm", Module: helmModule,
+		Bins:    []Bin{{"helm", "helm.sh/helm/v3/cmd/helm"}},
+		Release: plainRelease, Vars: helmVars,
+	},
+}
+
+const helmModule = "helm.sh/helm/v3"
+
+// helmVars are the -X settings of Helm's own release build (its Makefile):
+// the version `helm version` reports, with its "v", and the Kubernetes
+// version of the client libraries it is built with (k8s.io/client-go
+// v0.X.Y is Kubernetes 1.X), which `helm template` renders for and `helm
+// lint` checks deprecated APIs against. Unset, both say Kubernetes 1.20.
+func helmVars(version func(string) (string, error)) (map[string]string, error) {
+	v, err := version(helmModule)
+	if err != nil {
+		return nil, err
+	}
+	cg, err := version("k8s.io/client-go")
+	if err != nil {
+		return nil, err
+	}
+	parts := strings.Split(strings.TrimPrefix(cg, "v"), ".")
+	if len(parts) < 2 || parts[0] != "0" {
+		return nil, fmt.Errorf("k8s.io/client-go %s: want v0.<Kubernetes minor>.<patch>", cg)
+	}
+	vars := map[string]string{helmModule + "/internal/version.version": v}
+	for _, pkg := range []string{"pkg/chartutil", "pkg/lint/rules"} {
+		vars[helmModule+"/"+pkg+".k8sVersionMajor"] = "1"
+		vars[helmModule+"/"+pkg+".k8sVersionMinor"] = parts[1]
+	}
+	return vars, nil
 }
 
 // Lookup returns the tool that builds the binary bin.
@@ -127,16 +167,38 @@ func requiredVersion(gomod []byte, module, where string) (string, error) {
 	return "", fmt.Errorf("%s requires no %s", where, module)
 }
 
-// ldflags are the -ldflags of t's build at module version v.
-func (t Tool) ldflags(v string) string {
-	if t.VersionVar == "" {
-		return ""
+// ldflags are the -ldflags of t's build, from its go.mod.
+func (t Tool) ldflags(root string) (string, error) {
+	path := filepath.Join(root, t.Dir, "go.mod")
+	gomod, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("tool %s: %w", t.Name, err)
 	}
-	return "-X " + t.VersionVar + "=" + t.Release(v)
+	version := func(module string) (string, error) { return requiredVersion(gomod, module, path) }
+	vars := map[string]string{}
+	if t.VersionVar != "" {
+		v, err := version(t.Module)
+		if err != nil {
+			return "", err
+		}
+		vars[t.VersionVar] = t.Release(v)
+	}
+	if t.Vars != nil {
+		more, err := t.Vars(version)
+		if err != nil {
+			return "", fmt.Errorf("tool %s: %w", t.Name, err)
+		}
+		maps.Copy(vars, more)
+	}
+	var flags []string
+	for _, name := range slices.Sorted(maps.Keys(vars)) {
+		flags = append(flags, "-X "+name+"="+vars[name])
+	}
+	return strings.Join(flags, " "), nil
 }
 
 // key hashes what decides t's binaries: its module files and build flags.
-func (t Tool) key(root, version string) (string, error) {
+func (t Tool) key(root string) (string, error) {
 	dir := filepath.Join(root, t.Dir)
 	sources, err := filepath.Glob(filepath.Join(dir, "*.go"))
 	if err != nil {
@@ -151,7 +213,11 @@ func (t Tool) key(root, version string) (string, error) {
 		fmt.Fprintf(h, "%s %d\n", filepath.Base(f), len(b))
 		h.Write(b)
 	}
-	fmt.Fprintf(h, "ldflags %s\n", t.ldflags(version))
+	fl, err := t.ldflags(root)
+	if err != nil {
+		return "", err
+	}
+	fmt.Fprintf(h, "ldflags %s\n", fl)
 	return hex.EncodeToString(h.Sum(nil))[:12], nil
 }
 
@@ -171,7 +237,7 @@ func (t Tool) Path(root, bin string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	k, err := t.key(root, v)
+	k, err := t.key(root)
 	if err != nil {
 		return "", err
 	}

@@ -83,3 +83,50 @@ func TestKeyFollowsTheModule(t *testing.T) {
 		t.Errorf("changing main.go kept the cache path %s", first)
 	}
 }
+
+// Helm is built as its release build is: the version it reports and the
+// Kubernetes release it renders for follow tools/helm/go.mod.
+func TestHelmLdflags(t *testing.T) {
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Join(filepath.Dir(file), "..", "..", "..")
+	helm, err := Lookup("helm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := helm.Version(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl, err := helm.ldflags(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"-X helm.sh/helm/v3/internal/version.version=" + v,
+		"-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1",
+		"-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1",
+	} {
+		if !strings.Contains(fl, want) {
+			t.Errorf("helm ldflags %q lack %q", fl, want)
+		}
+	}
+
+	versions := map[string]string{helmModule: "v3.22.0", "k8s.io/client-go": "v0.37.0"}
+	lookup := func(m string) (string, error) {
+		if v, ok := versions[m]; ok {
+			return v, nil
+		}
+		return "", os.ErrNotExist
+	}
+	vars, err := helmVars(lookup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := vars["helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor"]; got != "37" {
+		t.Errorf("client-go v0.37.0 gave Kubernetes minor %q, want 37", got)
+	}
+	versions["k8s.io/client-go"] = "v1.2.3"
+	if _, err := helmVars(lookup); err == nil {
+		t.Error("a client-go version that is not v0.X.Y was taken")
+	}
+}
