@@ -77,6 +77,7 @@ type Services struct {
 
 	built  []Service
 	checks map[string]ops.Check
+	loaded []string // the services whose configurations load read
 }
 
 // Build loads every configuration first, so a bad value stops the process
@@ -138,6 +139,7 @@ func (withoutChecks) Checks() map[string]ops.Check { return nil }
 
 // load reads the ops settings and each requested service's configuration.
 func (s *Services) load(o Options) error {
+	s.loaded = o.Services
 	if err := config.LoadFrom(&s.Ops, o.Env); err != nil {
 		return err
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/chatrelay/chat/internal/grouplag"
 	"github.com/chatrelay/chat/internal/process"
 	"github.com/chatrelay/chat/internal/relay"
+	"github.com/chatrelay/chat/internal/telemetry"
 )
 
 // The README's environment table (## Configuration) is written by hand for
@@ -44,10 +45,7 @@ const devstackName = "devstack"
 
 // sdkVars are read by the OpenTelemetry SDK, not through a configuration
 // struct; the table lists them, and nothing else may lack a struct field.
-var sdkVars = []string{
-	"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_SERVICE_NAME",
-	"OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG",
-}
+var sdkVars = telemetry.EnvVars
 
 // serviceOrder is the order of names in a "used by" cell; "all" stands for
 // the three services.
@@ -212,7 +210,7 @@ func tableProblems(readme string, vars map[string]*envVar) []string {
 			switch {
 			case v == nil && slices.Contains(sdkVars, name):
 			case v == nil:
-				problems = append(problems, fmt.Sprintf("%s: no configuration struct reads it; remove it from the README's table (or, if the OpenTelemetry SDK reads it, add it to sdkVars in this test)", name))
+				problems = append(problems, fmt.Sprintf("%s: no configuration struct reads it; remove it from the README's table (or, if the OpenTelemetry SDK reads it, add it to telemetry.EnvVars)", name))
 			case r.defaults[i] != v.def:
 				problems = append(problems, fmt.Sprintf("%s: the README's default is `%s`, the struct's `%s` (%s); write %s in the default column", name, r.defaults[i], v.def, v.field, defaultCell(v.def)))
 			case !slices.Equal(r.usedBy, v.readers):
