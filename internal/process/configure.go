@@ -1,7 +1,7 @@
 package process
 
 import (
-	"slices"
+	"maps"
 
 	"github.com/chatrelay/chat/internal/config"
 	"github.com/chatrelay/chat/internal/ops"
@@ -11,8 +11,8 @@ import (
 // env (nil: the process's environment) as Build does before it connects
 // anything, and builds nothing. Deployment checks use it to hold what a
 // deployment sets (the Helm chart's environment) to what the services read:
-// the configurations come back with their defaults applied, and EnvNames
-// lists the variables they read.
+// the configurations come back with their defaults applied, and Settings
+// names the variables they read.
 func Configure(env map[string]string, services ...string) (*Services, error) {
 	if env == nil {
 		env = Environ()
@@ -24,10 +24,12 @@ func Configure(env map[string]string, services ...string) (*Services, error) {
 	return s, nil
 }
 
-// EnvNames lists, sorted, every variable the loaded configurations read:
-// the ops settings, the group lag exporter's and each loaded service's own.
-// The OpenTelemetry variables are read outside them (telemetry.EnvVars).
-func (s *Services) EnvNames() []string {
+// Settings is every variable the loaded configurations read — the ops
+// settings, the group lag exporter's and each loaded service's own — with
+// the value it holds as the start-up log line shows it (config.Redact:
+// secrets masked). The OpenTelemetry variables are read outside them
+// (telemetry.EnvVars).
+func (s *Services) Settings() map[string]string {
 	cfgs := []any{s.Ops, s.GroupLagConfig}
 	for _, name := range s.loaded {
 		switch name {
@@ -39,14 +41,9 @@ func (s *Services) EnvNames() []string {
 			cfgs = append(cfgs, s.RelayConfig)
 		}
 	}
-	var names []string
+	settings := map[string]string{}
 	for _, c := range cfgs {
-		for name := range config.Redact(c) {
-			if !slices.Contains(names, name) {
-				names = append(names, name)
-			}
-		}
+		maps.Copy(settings, config.Redact(c))
 	}
-	slices.Sort(names)
-	return names
+	return settings
 }
