@@ -8,7 +8,9 @@
 // the services' configuration structs (process.Configure), grace periods
 // and SHUTDOWN_TIMEOUT, the consumers' scalers and their Kafka groups and
 // partitions, the PrometheusRule and alerts/, the dashboards and
-// dashboards/, nginx's config and nginx/nginx.conf.
+// dashboards/, nginx's config and nginx/nginx.conf. It also holds the CPU per
+// message that docs/scaling.md sizes the chart's values from to what
+// docs/performance.md measured.
 //
 // The checks are tests only. A missing helm skips them locally and fails
 // them under CI=true (testinfra.ToolBinary).
