@@ -112,11 +112,23 @@ wins, or give every pod the same INSTANCE_ID).
 {{- if hasKey $env $name -}}
 {{- fail (printf "env %s: the chart sets it from its own values (see values.yaml); set those instead" $name) -}}
 {{- end -}}
-{{- $_ := set $env $name (dict "value" (toString $value)) -}}
+{{- $_ := set $env $name (dict "value" (include "chat.envValue" $value)) -}}
 {{- end -}}
 {{- range $name := keys $env | sortAlpha }}
 - name: {{ $name }}
 {{ toYaml (get $env $name) | indent 2 }}
+{{- end -}}
+{{- end -}}
+
+{{/*
+A value of env as the variable's text. YAML numbers reach a template as
+floats, which print 1000000 as 1e+06: a whole number prints as one.
+*/}}
+{{- define "chat.envValue" -}}
+{{- if and (kindIs "float64" .) (eq . (floor .)) -}}
+{{- printf "%d" (int64 .) -}}
+{{- else -}}
+{{- toString . -}}
 {{- end -}}
 {{- end -}}
 
