@@ -683,6 +683,17 @@ func containerOf(m *manifest, kind, name string) (workload, corev1.Container, bo
 	return workload{}, corev1.Container{}, false
 }
 
+// targetConfig is the loaded configuration of the service a workload
+// runs, and the service's name.
+func targetConfig(m *manifest, kind, name string) (*process.Services, string, error) {
+	w, c, ok := containerOf(m, kind, name)
+	if !ok {
+		return nil, "", fmt.Errorf("no service workload %s %s", kind, name)
+	}
+	s, _, err := serviceConfig(w, c)
+	return s, c.Name, err
+}
+
 // checkScaledObjects: each consumer's ScaledObject measures the lag of the
 // group and topic the consumer really uses, on the brokers it uses, and
 // never asks for more replicas than the topics have partitions.
@@ -690,21 +701,16 @@ func checkScaledObjects(_ string, m *manifest) []string {
 	var problems []string
 	topics := map[string]string{process.AIConsumer: kafka.TopicIncoming, process.Relay: kafka.TopicResponses}
 	for _, so := range m.ScaledObjects {
-		w, c, ok := containerOf(m, so.Spec.ScaleTargetRef.Kind, so.Spec.ScaleTargetRef.Name)
-		if !ok {
-			problems = append(problems, fmt.Sprintf("ScaledObject %s: no service workload %s", so.Name, so.Spec.ScaleTargetRef.Name))
-			continue
-		}
-		s, _, err := serviceConfig(w, c)
+		s, svc, err := targetConfig(m, so.Spec.ScaleTargetRef.Kind, so.Spec.ScaleTargetRef.Name)
 		if err != nil {
 			problems = append(problems, fmt.Sprintf("ScaledObject %s: %v", so.Name, err))
 			continue
 		}
-		group := map[string]string{process.AIConsumer: s.AIConfig.Group, process.Relay: s.RelayConfig.Group}[c.Name]
-		kafkaCfg := map[string]string{process.AIConsumer: s.AIConfig.Kafka.Bootstrap, process.Relay: s.RelayConfig.Kafka.Bootstrap}[c.Name]
-		partitions := map[string]int32{process.AIConsumer: s.AIConfig.Kafka.Partitions, process.Relay: s.RelayConfig.Kafka.Partitions}[c.Name]
+		group := map[string]string{process.AIConsumer: s.AIConfig.Group, process.Relay: s.RelayConfig.Group}[svc]
+		kafkaCfg := map[string]string{process.AIConsumer: s.AIConfig.Kafka.Bootstrap, process.Relay: s.RelayConfig.Kafka.Bootstrap}[svc]
+		partitions := map[string]int32{process.AIConsumer: s.AIConfig.Kafka.Partitions, process.Relay: s.RelayConfig.Kafka.Partitions}[svc]
 		if group == "" {
-			problems = append(problems, fmt.Sprintf("ScaledObject %s scales %s, which consumes no group", so.Name, c.Name))
+			problems = append(problems, fmt.Sprintf("ScaledObject %s scales %s, which consumes no group", so.Name, svc))
 			continue
 		}
 		if so.Spec.MaxReplicaCount == nil || *so.Spec.MaxReplicaCount > partitions {
@@ -716,12 +722,12 @@ func checkScaledObjects(_ string, m *manifest) []string {
 			case "kafka":
 				kafkaTriggers++
 				want := map[string]string{
-					"bootstrapServers": kafkaCfg, "consumerGroup": group, "topic": topics[c.Name],
+					"bootstrapServers": kafkaCfg, "consumerGroup": group, "topic": topics[svc],
 					"offsetResetPolicy": "earliest", "allowIdleConsumers": "false",
 				}
 				for k, v := range want {
 					if tr.Metadata[k] != v {
-						problems = append(problems, fmt.Sprintf("ScaledObject %s: kafka trigger %s=%q, want %q (what %s uses)", so.Name, k, tr.Metadata[k], v, c.Name))
+						problems = append(problems, fmt.Sprintf("ScaledObject %s: kafka trigger %s=%q, want %q (what %s uses)", so.Name, k, tr.Metadata[k], v, svc))
 					}
 				}
 				if n, err := strconv.Atoi(tr.Metadata["lagThreshold"]); err != nil || n < 1 {
@@ -790,14 +796,9 @@ func checkSocketsTarget(root string, m *manifest) []string {
 			if mt.Pods.Metric.Name != gauge {
 				problems = append(problems, fmt.Sprintf("HorizontalPodAutoscaler %s: scales on %s; the gateways' sockets gauge is %s", h.Name, mt.Pods.Metric.Name, gauge))
 			}
-			w, c, ok := containerOf(m, h.Spec.ScaleTargetRef.Kind, h.Spec.ScaleTargetRef.Name)
-			if !ok || c.Name != process.Gateway {
-				problems = append(problems, fmt.Sprintf("HorizontalPodAutoscaler %s: scales %s on sockets, not the gateways", h.Name, h.Spec.ScaleTargetRef.Name))
-				continue
-			}
-			s, _, err := serviceConfig(w, c)
-			if err != nil {
-				problems = append(problems, fmt.Sprintf("HorizontalPodAutoscaler %s: %v", h.Name, err))
+			s, svc, err := targetConfig(m, h.Spec.ScaleTargetRef.Kind, h.Spec.ScaleTargetRef.Name)
+			if err != nil || svc != process.Gateway {
+				problems = append(problems, fmt.Sprintf("HorizontalPodAutoscaler %s: scales %s on sockets, not the gateways (%v)", h.Name, h.Spec.ScaleTargetRef.Name, err))
 				continue
 			}
 			limit := s.GatewayConfigs[0].Limits.InstanceSockets
@@ -862,8 +863,7 @@ func checkEdge(root string, m *manifest) []string {
 			if !ok {
 				continue
 			}
-			_, c, _ := containerOf(m, w.Kind, w.Name)
-			s, _, err := serviceConfig(w, c)
+			s, _, err := targetConfig(m, w.Kind, w.Name)
 			if err != nil {
 				problems = append(problems, fmt.Sprintf("Ingress %s: %v", ing.Name, err))
 				continue
