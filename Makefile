@@ -26,10 +26,11 @@ test: deps tools vet ## install missing test servers, vet, run every test with -
 
 # The servers the tests run at the versions compose ships — Prometheus and
 # promtool, Alertmanager and amtool, the OpenTelemetry Collector — Jaeger and
-# Helm (the chart's lint and render), each built from its own module under tools/ (their dependencies clash with
-# ours and with each other; tools/<tool>/go.mod is the one place naming its
-# version) into the user cache, where the tests look for them
-# (internal/testinfra/toolcache). Minutes on a fresh machine, once.
+# Helm (the chart's lint and render), each built from its own module under
+# tools/ (their dependencies clash with ours and with each other;
+# tools/<tool>/go.mod is the one place naming its version) into the user
+# cache, where the tests look for them (internal/testinfra/toolcache).
+# Minutes on a fresh machine, once.
 tools: ## build the test-only tools (Prometheus, Alertmanager, collector, Jaeger, Helm) when missing
 	@$(GO) run ./internal/testinfra/toolcache/build
 
