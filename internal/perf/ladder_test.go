@@ -1,0 +1,47 @@
+package perf
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/chatrelay/chat/internal/loadgen"
+)
+
+// rung is a ladder run at rate with the given outcome and 10 s of CPU in
+// the send phase on each of two gateways and the relay.
+func rung(rate float64, answered, lost int64, p99 float64) *runResult {
+	res := &loadgen.Result{}
+	res.Messages.Sent, res.Messages.Answered, res.Messages.Lost = 10000, answered, lost
+	res.Latency.P50, res.Latency.P99 = 5, p99
+	return &runResult{Ladder: true, Rate: rate, Result: res, Windows: map[string]cpuWindow{
+		"send":  {Seconds: 20, CPU: map[string]float64{"gw-1": 10, "gw-2": 10, "message-relay": 5}},
+		"after": {Seconds: 5, CPU: map[string]float64{"gw-1": 0, "gw-2": 0, "message-relay": 0}},
+	}}
+}
+
+// The ladder table names the knee where a rate first fails: p99 over
+// 100 ms, or a message not answered.
+func TestLadderKnee(t *testing.T) {
+	cases := []struct {
+		runs []*runResult
+		knee string
+	}{
+		{[]*runResult{rung(500, 10000, 0, 8), rung(1000, 10000, 0, 40), rung(2000, 10000, 0, 300)}, "between 1000 and 2000 msg/s"},
+		{[]*runResult{rung(500, 10000, 0, 8), rung(1000, 9990, 10, 40)}, "between 500 and 1000 msg/s"},
+		{[]*runResult{rung(500, 10000, 0, 8), rung(1000, 10000, 0, 99)}, "above 1000 msg/s"},
+		{[]*runResult{rung(500, 10000, 0, 150)}, "at or below 500 msg/s"},
+	}
+	for _, c := range cases {
+		got := ladderTable(c.runs)
+		if !strings.Contains(got, "Knee") || !strings.Contains(got, c.knee) {
+			t.Errorf("want the knee %q in:\n%s", c.knee, got)
+		}
+	}
+	// 20 s of gateway CPU (both) over 10,000 answers: 2 ms each.
+	if got := ladderTable(cases[2].runs); !strings.Contains(got, "| 500 | 10000 | 10000 | 0 | 0 | 5.0 | 8.0 | 2.00 | 0.00 | 0.50 |") {
+		t.Errorf("per-message CPU wrong:\n%s", got)
+	}
+	if ladderTable([]*runResult{{Name: "smoke"}}) != "" {
+		t.Error("a table without ladder runs")
+	}
+}
