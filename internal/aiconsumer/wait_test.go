@@ -66,6 +66,16 @@ func (r *rig) slotWatch() (stop func() (held, samples int)) {
 }
 
 // statusesOf lists the messages the statuses are about, sorted.
+func count(ids []string, id string) int {
+	n := 0
+	for _, x := range ids {
+		if x == id {
+			n++
+		}
+	}
+	return n
+}
+
 func statusesOf(statuses []*envelope.Envelope) []string {
 	var ids []string
 	for _, st := range statuses {
@@ -139,10 +149,19 @@ func TestBrownoutShorterThanTheDeadlineIsAnswered(t *testing.T) {
 	if held*10 > samples {
 		t.Errorf("a model slot was held in %d of %d samples while messages waited", held, samples)
 	}
-	// The first message of each user waited for the model; the second
-	// waited in its lane behind it and found the model back.
-	if got := statusesOf(statuses); !slices.Equal(got, []string{"u1-m1", "u2-m1", "u3-m1"}) {
-		t.Fatalf("statuses for %q, want one for each message that waited for the model", got)
+	// The first message of each user waited for the model and hears of
+	// it once. The second waited in its lane behind it; it usually finds
+	// the model back, but on a slow machine its turn may come while the
+	// breaker still lets only its probes through, and then it hears of
+	// that too — at most once, like any message.
+	got := statusesOf(statuses)
+	for _, u := range []string{"u1", "u2", "u3"} {
+		if n := count(got, u+"-m1"); n != 1 {
+			t.Errorf("%d statuses for %s-m1, want one (it waited for the model): %q", n, u, got)
+		}
+		if n := count(got, u+"-m2"); n > 1 {
+			t.Errorf("%d statuses for %s-m2, want at most one: %q", n, u, got)
+		}
 	}
 	for _, st := range statuses {
 		checkStatus(t, st, st.ReplyTo)
