@@ -26,7 +26,6 @@ import (
 
 	"github.com/chatrelay/chat/internal/auth"
 	"github.com/chatrelay/chat/internal/delivery"
-	"github.com/chatrelay/chat/internal/gopool"
 	"github.com/chatrelay/chat/internal/history"
 	"github.com/chatrelay/chat/internal/kafka"
 	"github.com/chatrelay/chat/internal/netpoll"
@@ -56,9 +55,6 @@ type Gateway struct {
 	echo     *echo.Echo
 	ln       net.Listener
 	poller   *netpoll.Poller // nil: a reader goroutine per socket
-	// workers run the sockets' reads (with the poller) and write bursts,
-	// keeping their grown stacks between them (gopool).
-	workers *gopool.Pool
 
 	// base outlives the listener: produce callbacks and socket writers use
 	// it until the drain is over.
@@ -118,7 +114,6 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 		return nil, err
 	}
 	g.upgrader = newUpgrader(g.checkOrigin)
-	g.workers = gopool.New(gopool.IdleTimeout)
 	if cfg.Netpoll {
 		// Without epoll (not Linux) every socket gets a reader goroutine.
 		if g.poller, err = netpoll.New(true); err != nil {

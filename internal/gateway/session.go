@@ -41,7 +41,7 @@ type conn struct {
 
 func newConn(g *Gateway, userID, resume string, grant auth.Grant) *conn {
 	c := &conn{g: g, userID: userID, grant: grant}
-	c.socket = newSocket(&g.cfg, g.m, g.poller, g.workers, c)
+	c.socket = newSocket(&g.cfg, g.m, g.poller, c)
 	c.stream = delivery.New(g.base, userID, resume, g.replays, c, &g.deliveryCfg)
 	return c
 }

@@ -13,7 +13,6 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/chatrelay/chat/internal/gopool"
 	"github.com/chatrelay/chat/internal/netpoll"
 	"github.com/chatrelay/chat/internal/protocol"
 	"github.com/chatrelay/chat/internal/telemetry"
@@ -33,10 +32,8 @@ type socket struct {
 	cfg    *Config
 	m      *metrics
 	poller *netpoll.Poller
-	// workers runs the reads (with the poller) and the write bursts.
-	workers *gopool.Pool
-	owner   socketOwner
-	ws      *websocket.Conn
+	owner  socketOwner
+	ws     *websocket.Conn
 
 	done   chan struct{} // closed by terminate: the socket is finishing
 	closed chan struct{} // closed by the writer once the socket is closed
@@ -97,8 +94,8 @@ type outFrame struct {
 	closeWith  *protocol.Refusal
 }
 
-func newSocket(cfg *Config, m *metrics, poller *netpoll.Poller, workers *gopool.Pool, owner socketOwner) socket {
-	return socket{cfg: cfg, m: m, poller: poller, workers: workers, owner: owner, done: make(chan struct{}), closed: make(chan struct{})}
+func newSocket(cfg *Config, m *metrics, poller *netpoll.Poller, owner socketOwner) socket {
+	return socket{cfg: cfg, m: m, poller: poller, owner: owner, done: make(chan struct{}), closed: make(chan struct{})}
 }
 
 // attach gives the socket its connection.
@@ -189,7 +186,7 @@ func (s *socket) finish() {
 // Ready (netpoll.Handler) is the poller saying the socket is readable.
 func (s *socket) Ready() {
 	if s.reading.CompareAndSwap(false, true) {
-		s.workers.Go(s.readReady)
+		go s.readReady()
 	}
 }
 
@@ -306,7 +303,7 @@ func (s *socket) enqueue(f outFrame, bounded bool) {
 func (s *socket) startWriterLocked() {
 	if !s.writing {
 		s.writing = true
-		s.workers.Go(s.writeLoop)
+		go s.writeLoop()
 	}
 }
 

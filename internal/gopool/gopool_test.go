@@ -124,3 +124,18 @@ func BenchmarkDeepTask(b *testing.B) {
 	})
 	_ = sink
 }
+
+// After a burst, at most MaxIdle workers stay to wait for more.
+func TestABurstLeavesAtMostMaxIdleWaiting(t *testing.T) {
+	p := New(time.Minute)
+	release := make(chan struct{})
+	var wg sync.WaitGroup
+	const burst = MaxIdle * 3
+	wg.Add(burst)
+	for range burst {
+		p.Go(func() { <-release; wg.Done() })
+	}
+	close(release)
+	wg.Wait()
+	waitWorkers(t, p, MaxIdle)
+}
