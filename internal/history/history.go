@@ -20,6 +20,7 @@ import (
 
 	"github.com/chatrelay/chat/internal/envelope"
 	"github.com/chatrelay/chat/internal/redisbatch"
+	"github.com/chatrelay/chat/internal/redisbus"
 	"github.com/chatrelay/chat/internal/rediskeys"
 )
 
@@ -49,13 +50,14 @@ type Store struct {
 	rdb redis.UniversalClient
 	// batch carries the appends: concurrent ones share pipelines
 	// (redisbatch), one round trip for many records under load.
-	batch redisbatch.Pipeliner
-	cfg   Config
+	batch   redisbatch.Pipeliner
+	cfg     Config
+	publish string // PUBLISH, or SPUBLISH on a cluster (redisbus.PublishCommand)
 }
 
 // New returns a store on rdb.
 func New(rdb redis.UniversalClient, cfg Config) *Store {
-	return &Store{rdb: rdb, batch: redisbatch.New(rdb, redisbatch.Defaults), cfg: cfg}
+	return &Store{rdb: rdb, batch: redisbatch.New(rdb, redisbatch.Defaults), cfg: cfg, publish: redisbus.PublishCommand(rdb)}
 }
 
 // appendScript appends the question (if any) and the answer once per
@@ -63,12 +65,14 @@ func New(rdb redis.UniversalClient, cfg Config) *Store {
 // append, so a history never holds an answer twice. The same turns go, in
 // compact form, to the front of the user's memory list (see Turn). Given a
 // channel it then publishes head .. cursor .. tail there — again for a
-// redelivered answer, whose first publish may not have happened.
+// redelivered answer, whose first publish may not have happened — with the
+// publish command it is given: SPUBLISH on a cluster, where the channel
+// carries the keys' {userid} hash tag and so lives on the script's slot.
 //
 //	KEYS  history (the stream), appended (this answer's marker), memory (the list)
 //	ARGV  the fields of appendArgs, in order (appendArgs.argv)
 var appendScript = redis.NewScript(`
-local maxlen, ttl, question, answer, question_turn, answer_turn, memory_len, channel, head, tail = unpack(ARGV)
+local maxlen, ttl, question, answer, question_turn, answer_turn, memory_len, channel, head, tail, publish = unpack(ARGV)
 local history, appended, memory = KEYS[1], KEYS[2], KEYS[3]
 local id = redis.call('GET', appended)
 if not id then
@@ -84,7 +88,7 @@ if not id then
   redis.call('SET', appended, id, 'PX', ttl)
 end
 if channel ~= '' then
-  redis.call('PUBLISH', channel, head .. id .. tail)
+  redis.call(publish, channel, head .. id .. tail)
 end
 return id
 `)
@@ -100,11 +104,12 @@ type appendArgs struct {
 	MemoryLen    int    // how many turns the memory list keeps
 	Channel      string // where to publish; "" for no publish
 	Head, Tail   string // the published payload before and after the cursor
+	Publish      string // PUBLISH or SPUBLISH
 }
 
 // argv is the ARGV list, in the order the script unpacks it.
 func (a appendArgs) argv() []any {
-	return []any{a.MaxLen, a.TTLMillis, a.Question, a.Answer, a.QuestionTurn, a.AnswerTurn, a.MemoryLen, a.Channel, a.Head, a.Tail}
+	return []any{a.MaxLen, a.TTLMillis, a.Question, a.Answer, a.QuestionTurn, a.AnswerTurn, a.MemoryLen, a.Channel, a.Head, a.Tail, a.Publish}
 }
 
 // MemoryEntries is how many of a user's latest entries (questions and
@@ -171,7 +176,7 @@ func (s *Store) appendAndPublish(ctx context.Context, answer *envelope.Envelope,
 		MaxLen: s.cfg.MaxLen, TTLMillis: s.cfg.TTL.Milliseconds(), Question: question, Answer: string(b),
 		QuestionTurn: Turn{Type: envelope.TypeMessage, Content: answer.Question}.compact(),
 		AnswerTurn:   Turn{Type: answer.Type, Content: answer.Content}.compact(),
-		MemoryLen:    MemoryEntries, Channel: channel, Head: head, Tail: tail,
+		MemoryLen:    MemoryEntries, Channel: channel, Head: head, Tail: tail, Publish: s.publish,
 	}
 	keys := []string{rediskeys.History(answer.UserID), rediskeys.Appended(answer.UserID, answer.ID), rediskeys.Memory(answer.UserID)}
 	id, err := runBatched(ctx, s.batch, s.rdb, appendScript, keys, args.argv()...)
