@@ -112,6 +112,7 @@ func (c *RedisCluster) Node(addr string) *Redis {
 // clusterNode is one line of CLUSTER NODES.
 type clusterNode struct {
 	id, addr, masterID string
+	flags              string
 	master, failed     bool
 	slots              bool     // serves at least one slot
 	ranges             [][2]int // the slots it serves
@@ -124,44 +125,54 @@ func (c *RedisCluster) nodes() ([]clusterNode, error) {
 		if !n.Running() {
 			continue
 		}
-		out, err := RedisDo(n.Addr(), "CLUSTER", "NODES")
+		nodes, err := nodesSeenBy(n.Addr())
 		if err != nil {
 			lastErr = err
 			continue
 		}
-		var nodes []clusterNode
-		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-			f := strings.Fields(line)
-			if len(f) < 8 {
-				continue
-			}
-			addr, _, _ := strings.Cut(f[1], "@")
-			flags := f[2]
-			cn := clusterNode{
-				id: f[0], addr: addr, masterID: f[3],
-				master: strings.Contains(flags, "master"),
-				failed: strings.Contains(flags, "fail") && !strings.Contains(flags, "fail?"),
-				slots:  len(f) > 8,
-			}
-			for _, r := range f[8:] {
-				if strings.HasPrefix(r, "[") {
-					continue // a slot being migrated or imported
-				}
-				lo, hi, ok := strings.Cut(r, "-")
-				if !ok {
-					hi = lo
-				}
-				a, err1 := strconv.Atoi(lo)
-				b, err2 := strconv.Atoi(hi)
-				if err1 == nil && err2 == nil {
-					cn.ranges = append(cn.ranges, [2]int{a, b})
-				}
-			}
-			nodes = append(nodes, cn)
-		}
 		return nodes, nil
 	}
 	return nil, fmt.Errorf("no running node answered CLUSTER NODES: %w", lastErr)
+}
+
+// nodesSeenBy reads CLUSTER NODES from the node at addr: its view of the
+// cluster, which gossip brings in line with the others' within moments.
+func nodesSeenBy(addr string) ([]clusterNode, error) {
+	out, err := RedisDo(addr, "CLUSTER", "NODES")
+	if err != nil {
+		return nil, err
+	}
+	var nodes []clusterNode
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 8 {
+			continue
+		}
+		addr, _, _ := strings.Cut(f[1], "@")
+		flags := f[2]
+		cn := clusterNode{
+			id: f[0], addr: addr, masterID: f[3], flags: flags,
+			master: strings.Contains(flags, "master"),
+			failed: strings.Contains(flags, "fail") && !strings.Contains(flags, "fail?"),
+			slots:  len(f) > 8,
+		}
+		for _, r := range f[8:] {
+			if strings.HasPrefix(r, "[") {
+				continue // a slot being migrated or imported
+			}
+			lo, hi, ok := strings.Cut(r, "-")
+			if !ok {
+				hi = lo
+			}
+			a, err1 := strconv.Atoi(lo)
+			b, err2 := strconv.Atoi(hi)
+			if err1 == nil && err2 == nil {
+				cn.ranges = append(cn.ranges, [2]int{a, b})
+			}
+		}
+		nodes = append(nodes, cn)
+	}
+	return nodes, nil
 }
 
 // Masters returns the nodes that serve slots now.
@@ -255,18 +266,33 @@ func (c *RedisCluster) healthy() error {
 			}
 		}
 	}
-	nodes, err := c.nodes()
-	if err != nil {
-		return err
-	}
-	alive := 0
-	for _, n := range nodes {
-		if !n.failed && c.Node(n.addr) != nil && c.Node(n.addr).Running() {
-			alive++
+	// Every running node's view: each running node known and not failed,
+	// each master serving slots with a replica.
+	for _, n := range c.Nodes {
+		if !n.Running() {
+			continue
 		}
-	}
-	if alive != running {
-		return fmt.Errorf("CLUSTER NODES shows %d live nodes, %d are running", alive, running)
+		nodes, err := nodesSeenBy(n.Addr())
+		if err != nil {
+			return fmt.Errorf("%s: %w", n.Addr(), err)
+		}
+		alive, replicas := 0, map[string]int{}
+		for _, v := range nodes {
+			if r := c.Node(v.addr); r != nil && r.Running() && !v.failed && !strings.Contains(v.flags, "fail?") {
+				alive++
+				if !v.master {
+					replicas[v.masterID]++
+				}
+			}
+		}
+		if alive != running {
+			return fmt.Errorf("%s sees %d live nodes, %d are running", n.Addr(), alive, running)
+		}
+		for _, v := range nodes {
+			if v.master && v.slots && replicas[v.id] == 0 {
+				return fmt.Errorf("%s sees master %s without a replica", n.Addr(), v.addr)
+			}
+		}
 	}
 	return nil
 }
