@@ -40,7 +40,9 @@ const (
 
 type faultSystem struct {
 	t        *testing.T
-	redis    *testinfra.Redis
+	redis    *testinfra.Redis        // single node; nil when clustered
+	cluster  *testinfra.RedisCluster // clustered; nil on a single node
+	redisURL string
 	kafka    *testinfra.Kafka
 	openai   *fakeopenai.Server
 	nginx    *testinfra.Nginx
@@ -49,19 +51,32 @@ type faultSystem struct {
 	relay    *testinfra.Process
 }
 
-func startFaultSystem(t *testing.T) *faultSystem {
-	s := &faultSystem{
-		t:      t,
-		redis:  testinfra.StartRedis(t, testinfra.WithPersistence()),
-		kafka:  testinfra.StartKafka(t, testinfra.WithPartitions(4), testinfra.WithDataDir()),
-		openai: fakeopenai.Start(t, fakeopenai.WithAPIKey(testAPIKey)),
+// startFaultSystem starts the deployment on one redis-server and one
+// broker, or clustered: on a Redis Cluster of 3 masters + 3 replicas
+// (REDIS_URL=redis+cluster://…, sharded pub/sub) and 3 brokers with
+// replication factor 3.
+func startFaultSystem(t *testing.T, clustered bool) *faultSystem {
+	s := &faultSystem{t: t, openai: fakeopenai.Start(t, fakeopenai.WithAPIKey(testAPIKey))}
+	if clustered {
+		s.cluster = testinfra.StartRedisCluster(t, testinfra.WithPersistence())
+		s.redisURL = s.cluster.URL()
+		s.kafka = testinfra.StartKafka(t, testinfra.WithPartitions(4), testinfra.WithBrokers(3))
+	} else {
+		s.redis = testinfra.StartRedis(t, testinfra.WithPersistence())
+		s.redisURL = s.redis.URL()
+		s.kafka = testinfra.StartKafka(t, testinfra.WithPartitions(4), testinfra.WithDataDir())
 	}
 	// The shipped defaults, but for documented knobs named here with why.
 	common := []string{
-		"KAFKA_BOOTSTRAP_SERVERS=" + s.kafka.Bootstrap(), "KAFKA_TOPIC_PARTITIONS=4", "REDIS_URL=" + s.redis.URL(),
+		"KAFKA_BOOTSTRAP_SERVERS=" + s.kafka.Bootstrap(), "KAFKA_TOPIC_PARTITIONS=4", "REDIS_URL=" + s.redisURL,
 		// Each user sends 150 messages a minute, five times the per-user
 		// default: the suite is a load test, not a user.
 		"RATE_USER_MESSAGES_PER_MIN=0",
+	}
+	if clustered {
+		// Not a knob: what a deployment on three brokers sets (the
+		// default of 1 is for a single broker), see docs/reliability.md.
+		common = append(common, "KAFKA_REPLICATION_FACTOR=3")
 	}
 	var upstreams []string
 	for i := 1; i <= 2; i++ {
@@ -444,7 +459,7 @@ func (s *faultSystem) recoveryTime(clients []*faultClient, over time.Time) time.
 
 // historyOf describes where message id stands in the user's history.
 func (s *faultSystem) historyOf(user, id string) string {
-	rdb, err := redisbus.NewClient(s.redis.URL())
+	rdb, err := redisbus.NewClient(s.redisURL)
 	if err != nil {
 		return err.Error()
 	}
@@ -503,14 +518,30 @@ func (s *faultSystem) poison(t *testing.T, n int) {
 	}
 }
 
+// faultScenario is one fault: fault returns when the fault is over.
+type faultScenario struct {
+	name  string
+	fault func(clients []*faultClient)
+}
+
 func TestFaultSuite(t *testing.T) {
-	s := startFaultSystem(t)
+	only := os.Getenv("FAULT_SCENARIOS") // e.g. "broker,redis" while working on one
+	var results []faultResult
+	// One system after the other, each stopped before the next starts.
+	t.Run("single node", func(t *testing.T) { results = append(results, runFaults(t, false, only)...) })
+	t.Run("clustered", func(t *testing.T) { results = append(results, runFaults(t, true, only)...) })
+	if only == "" {
+		writeReliabilityDoc(t, results)
+	}
+}
+
+// runFaults runs the scenarios of one system that only selects, starting
+// the system only if one is selected.
+func runFaults(t *testing.T, clustered bool, only string) []faultResult {
+	var s *faultSystem // started below; the faults run after
 	restart := func(p *testinfra.Process) { p.Start() }
 	pause := 2 * time.Second
-	scenarios := []struct {
-		name  string
-		fault func(clients []*faultClient)
-	}{
+	scenarios := []faultScenario{
 		{"kill -9 ai-consumer", func([]*faultClient) { s.ai.Kill(); time.Sleep(pause); restart(s.ai) }},
 		{"kill -9 message-relay", func([]*faultClient) { s.relay.Kill(); time.Sleep(pause); restart(s.relay) }},
 		{"kill -9 websocket-server", func([]*faultClient) {
@@ -560,12 +591,38 @@ func TestFaultSuite(t *testing.T) {
 		}},
 		{"poison records in both topics", func([]*faultClient) { s.poison(t, 3) }},
 	}
-	var results []faultResult
-	only := os.Getenv("FAULT_SCENARIOS") // e.g. "broker,redis" while working on one
-	for _, sc := range scenarios {
-		if only != "" && !containsAny(sc.name, strings.Split(only, ",")) {
-			continue
+	if clustered {
+		scenarios = []faultScenario{
+			{scenarioRedisFailover, func([]*faultClient) {
+				// A third of the users live on each master.
+				m := s.cluster.Masters()[0]
+				promoted, took := s.cluster.KillMaster(m)
+				t.Logf("redis master %s killed; replica %s promoted %s later", m.Addr(), promoted.Addr(), took.Round(time.Millisecond))
+				// Restarted, as an orchestrator restarts it: it comes back
+				// as the new master's replica. Until then that shard's
+				// answers wait (HISTORY_WAIT_REPLICAS: an answer counts
+				// once a replica holds it).
+				s.cluster.RestartNode(m)
+			}},
+			{scenarioBrokerKill, func([]*faultClient) {
+				// The one that coordinates the ai-consumer's group, and
+				// leads some partitions.
+				victim := s.kafka.Cluster().CoordinatorFor("ai-consumer")
+				s.kafka.KillBroker(victim)
+				time.Sleep(pause)
+				s.kafka.RestartBroker(victim)
+			}},
 		}
+	}
+	scenarios = slices.DeleteFunc(scenarios, func(sc faultScenario) bool {
+		return only != "" && !containsAny(sc.name, strings.Split(only, ","))
+	})
+	if len(scenarios) == 0 {
+		return nil
+	}
+	s = startFaultSystem(t, clustered)
+	var results []faultResult
+	for _, sc := range scenarios {
 		start := time.Now()
 		in0, out0 := s.dlqCounts(t)
 		r := s.scenario(t, sc.name, sc.fault)
@@ -582,9 +639,7 @@ func TestFaultSuite(t *testing.T) {
 		results = append(results, r)
 		t.Logf("%s took %s", sc.name, time.Since(start).Round(time.Second))
 	}
-	if only == "" {
-		writeReliabilityDoc(t, results)
-	}
+	return results
 }
 
 func containsAny(s string, subs []string) bool {
@@ -596,10 +651,13 @@ func containsAny(s string, subs []string) bool {
 	return false
 }
 
-// Scenarios with their own expectations of error frames.
+// Scenarios with their own expectations of error frames, and those of the
+// clustered system.
 const (
-	scenarioBrownout     = "model brownout: 429 (Retry-After 1) 6 s, then 503 4 s"
-	scenarioPastDeadline = "model down longer than the answer deadline"
+	scenarioBrownout      = "model brownout: 429 (Retry-After 1) 6 s, then 503 4 s"
+	scenarioPastDeadline  = "model down longer than the answer deadline"
+	scenarioRedisFailover = "cluster: kill -9 a Redis master (3+3)"
+	scenarioBrokerKill    = "cluster: kill 1 of 3 brokers (RF 3)"
 )
 
 // checkErrorFrames: a fault the answer deadline rides out costs no error

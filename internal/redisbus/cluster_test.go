@@ -23,7 +23,7 @@ func TestHubOnRedisCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if !Sharded(c) {
+	if !Clustered(c) {
 		t.Fatal("a redis+cluster:// client must use sharded channels")
 	}
 	// The relay's client is another process's: the hub's reloads of its

@@ -96,11 +96,11 @@ type userSubs struct {
 }
 
 // NewHub prepares a hub on c; Run must be running for subscriptions to be
-// confirmed and messages delivered. On a cluster client (Sharded) the user
+// confirmed and messages delivered. On a cluster client (Clustered) the user
 // channels are sharded channels, subscribed with ClusterClient.SSubscribe
 // on the master of each user's slot.
 func NewHub(c redis.UniversalClient, log *slog.Logger) *Hub {
-	if Sharded(c) {
+	if Clustered(c) {
 		return newHub(newShardedPubSub(clusterRouter{c.(*redis.ClusterClient)}, log, defaultShardTiming), log)
 	}
 	return newHub(c.Subscribe(context.Background()), log)

@@ -13,14 +13,14 @@ import (
 // Publish sends e on its user's channel, with the current trace context
 // written into the envelope so the delivering gateway continues the trace.
 // It returns once Redis accepted the command. On a cluster the channel is a
-// sharded one (SPUBLISH; see Sharded).
+// sharded one (SPUBLISH; see Clustered).
 func Publish(ctx context.Context, c redis.UniversalClient, e *envelope.Envelope) error {
 	b, err := Payload(ctx, e)
 	if err != nil {
 		return err
 	}
 	publish := c.Publish
-	if Sharded(c) {
+	if Clustered(c) {
 		publish = c.SPublish
 	}
 	if err := publish(ctx, UserChannel(e.UserID), b).Err(); err != nil {

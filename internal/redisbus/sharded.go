@@ -12,22 +12,23 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Sharded reports whether user channels on c are sharded channels
-// (SSUBSCRIBE/SPUBLISH) rather than classic ones: on a Redis Cluster they
-// are, so a user's answers travel only within the shard that owns the
-// user's slot ({userid} hash tag) instead of being broadcast to every node
-// over the cluster bus. A single node and Sentinel keep classic pub/sub.
-// This is the one place that decides; NewClient makes a *redis.ClusterClient
-// exactly for a redis+cluster:// URL.
-func Sharded(c redis.UniversalClient) bool {
+// Clustered reports whether c is a Redis Cluster client: the one place
+// that decides what differs on a cluster. There user channels are sharded
+// channels (SSUBSCRIBE/SPUBLISH), so a user's answers travel only within
+// the shard that owns the user's slot ({userid} hash tag) instead of being
+// broadcast to every node over the cluster bus, and the relay waits for a
+// replica to hold an answer before it commits it (history.Config). A single
+// node and Sentinel keep classic pub/sub. NewClient makes a
+// *redis.ClusterClient exactly for a redis+cluster:// URL.
+func Clustered(c redis.UniversalClient) bool {
 	_, ok := c.(*redis.ClusterClient)
 	return ok
 }
 
 // PublishCommand is the command that publishes on a user channel of c:
-// SPUBLISH on a cluster, PUBLISH elsewhere (see Sharded).
+// SPUBLISH on a cluster, PUBLISH elsewhere (see Clustered).
 func PublishCommand(c redis.UniversalClient) string {
-	if Sharded(c) {
+	if Clustered(c) {
 		return "SPUBLISH"
 	}
 	return "PUBLISH"

@@ -313,9 +313,10 @@ func (c *RedisCluster) servesSlots(r *Redis) (bool, error) {
 // KillMaster ends master with SIGKILL and waits until its replica has been
 // promoted and the cluster serves every slot again (cluster_state:ok on the
 // surviving nodes). It returns the promoted node and how long after the
-// kill the cluster was whole again. The killed node stays down:
+// kill the cluster was whole again. then runs right after the kill, before
+// the wait (to resume a paused replica, say). The killed node stays down:
 // RestartNode brings it back, as a replica.
-func (c *RedisCluster) KillMaster(master *Redis) (promoted *Redis, took time.Duration) {
+func (c *RedisCluster) KillMaster(master *Redis, then ...func()) (promoted *Redis, took time.Duration) {
 	c.t.Helper()
 	nodes, err := c.nodes()
 	if err != nil {
@@ -341,6 +342,9 @@ func (c *RedisCluster) KillMaster(master *Redis) (promoted *Redis, took time.Dur
 	}
 	killed := time.Now()
 	master.Kill()
+	for _, f := range then {
+		f()
+	}
 	deadline := killed.Add(clusterFormTimeout)
 	for time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
@@ -356,6 +360,30 @@ func (c *RedisCluster) KillMaster(master *Redis) (promoted *Redis, took time.Dur
 	}
 	c.t.Fatalf("no replica of %s was promoted within %v\n%s", master.Addr(), clusterFormTimeout, c.logTails())
 	return nil, 0
+}
+
+// ReplicaOf returns a running replica of master.
+func (c *RedisCluster) ReplicaOf(master *Redis) *Redis {
+	c.t.Helper()
+	nodes, err := c.nodes()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	var id string
+	for _, n := range nodes {
+		if n.addr == master.Addr() {
+			id = n.id
+		}
+	}
+	for _, n := range nodes {
+		if n.masterID == id && id != "" {
+			if r := c.Node(n.addr); r != nil && r.Running() {
+				return r
+			}
+		}
+	}
+	c.t.Fatalf("%s has no running replica", master.Addr())
+	return nil
 }
 
 // allOK reports whether every running node says cluster_state:ok.
