@@ -42,7 +42,7 @@ func extraGateway(t *testing.T, s *stack, overrides map[string]string) string {
 
 func redisClient(t *testing.T, s *stack) redis.UniversalClient {
 	t.Helper()
-	c, err := redisbus.NewClient(s.Redis.URL())
+	c, err := redisbus.NewClient(s.RedisURL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,7 +288,10 @@ func TestFailedReplayNeverSkipsAnswers(t *testing.T) {
 // its ready frame still gets it; one without a cursor starts after the
 // marker (which is why every shipped client keeps the ready cursor).
 func TestReadyCursorRecoversAnAnswerWrittenIntoADyingSocket(t *testing.T) {
-	s := startStack(t)
+	testReadyCursorRecovers(t, startStack(t))
+}
+
+func testReadyCursorRecovers(t *testing.T, s *stack) {
 	rdb := redisClient(t, s)
 	const user = "fay"
 	c := readyClient(t, testinfra.ChatURL(s.WSBase, testSecret, user), user)

@@ -26,8 +26,9 @@ const (
 // own key.
 func startFallbackStack(t *testing.T, fallback *fakeopenai.Server, env map[string]string) *stack {
 	t.Helper()
+	r := testinfra.StartRedis(t)
 	s := &stack{
-		Redis: testinfra.StartRedis(t), Kafka: testinfra.StartKafka(t, testinfra.WithPartitions(4)),
+		Redis: r, RedisURL: r.URL(), Kafka: testinfra.StartKafka(t, testinfra.WithPartitions(4)),
 		OpenAI: fakeopenai.Start(t, fakeopenai.WithAPIKey(testAPIKey)),
 		Reg:    prometheus.NewRegistry(), Logs: filepath.Join(t.TempDir(), "services.log"),
 	}

@@ -18,8 +18,9 @@ import (
 
 const wait = 15 * time.Second
 
-func TestPipeline(t *testing.T) {
-	s := startStack(t)
+func TestPipeline(t *testing.T) { testPipeline(t, startStack(t)) }
+
+func testPipeline(t *testing.T, s *stack) {
 
 	t.Run("message gets ack then response", func(t *testing.T) {
 		c := testinfra.DialChat(t, s.WSBase, testSecret, "alice")

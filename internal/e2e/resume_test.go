@@ -10,8 +10,9 @@ import (
 	"github.com/chatrelay/chat/internal/testinfra"
 )
 
-func TestHistoryAndResume(t *testing.T) {
-	s := startStack(t)
+func TestHistoryAndResume(t *testing.T) { testHistoryAndResume(t, startStack(t)) }
+
+func testHistoryAndResume(t *testing.T, s *stack) {
 
 	t.Run("an answer produced while the user was away arrives on reconnect", func(t *testing.T) {
 		s.OpenAI.SetLatency(500 * time.Millisecond)

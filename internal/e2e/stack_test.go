@@ -24,14 +24,16 @@ const (
 
 // stack is the three services in-process against real servers.
 type stack struct {
-	Redis   *testinfra.Redis
-	Kafka   *testinfra.Kafka
-	OpenAI  *fakeopenai.Server
-	WSBase  string   // ws://host:port of the first gateway
-	WSBases []string // every gateway
-	Reg     *prometheus.Registry
-	Logs    string            // path of the JSON log file
-	Env     map[string]string // the services' environment
+	Redis    *testinfra.Redis        // nil on a cluster
+	Cluster  *testinfra.RedisCluster // nil on a single node
+	RedisURL string                  // REDIS_URL of the services
+	Kafka    *testinfra.Kafka
+	OpenAI   *fakeopenai.Server
+	WSBase   string   // ws://host:port of the first gateway
+	WSBases  []string // every gateway
+	Reg      *prometheus.Registry
+	Logs     string            // path of the JSON log file
+	Env      map[string]string // the services' environment
 }
 
 // startStack runs websocket-server, ai-consumer and message-relay with the
@@ -43,8 +45,25 @@ func startStack(t *testing.T) *stack { return startStackWith(t, nil, 1) }
 // process.Build, as the binaries and the dev stack build them.
 func startStackWith(t *testing.T, overrides map[string]string, gateways int) *stack {
 	t.Helper()
-	s := &stack{
-		Redis:  testinfra.StartRedis(t),
+	r := testinfra.StartRedis(t)
+	return startStackOn(t, &stack{Redis: r, RedisURL: r.URL()}, overrides, gateways)
+}
+
+// startClusterStack is startStackWith on a real Redis Cluster (3 masters +
+// 3 replicas) through REDIS_URL=redis+cluster://…: user channels are
+// sharded there.
+func startClusterStack(t *testing.T, overrides map[string]string, gateways int) *stack {
+	t.Helper()
+	c := testinfra.StartRedisCluster(t)
+	return startStackOn(t, &stack{Cluster: c, RedisURL: c.URL()}, overrides, gateways)
+}
+
+// startStackOn runs the services on s's Redis with a broker and a model of
+// their own.
+func startStackOn(t *testing.T, s *stack, overrides map[string]string, gateways int) *stack {
+	t.Helper()
+	*s = stack{
+		Redis: s.Redis, Cluster: s.Cluster, RedisURL: s.RedisURL,
 		Kafka:  testinfra.StartKafka(t, testinfra.WithPartitions(4)),
 		OpenAI: fakeopenai.Start(t, fakeopenai.WithAPIKey(testAPIKey)),
 		Reg:    prometheus.NewRegistry(),
@@ -64,7 +83,7 @@ func stackOptions(s *stack, overrides map[string]string, gateways int) process.O
 	env := map[string]string{
 		"KAFKA_BOOTSTRAP_SERVERS": s.Kafka.Bootstrap(),
 		"KAFKA_TOPIC_PARTITIONS":  "4",
-		"REDIS_URL":               s.Redis.URL(),
+		"REDIS_URL":               s.RedisURL,
 		"AUTH_SECRET":             testSecret,
 		"HTTP_ADDR":               "127.0.0.1:0",
 		"OPS_ADDR":                "127.0.0.1:0",

@@ -103,10 +103,11 @@ func NewClient(cfg ClientConfig, extra ...kgo.Opt) (*kgo.Client, error) {
 }
 
 // EnsureTopics creates the topics that do not exist yet. An existing topic is
-// left as it is, whatever its partition count.
+// left as it is, whatever its partition count. A topic replicated three
+// times or more gets min.insync.replicas=2 (topicConfigs).
 func EnsureTopics(ctx context.Context, cl *kgo.Client, partitions int32, replication int16, topics ...string) error {
 	adm := kadm.NewClient(cl)
-	resp, err := adm.CreateTopics(ctx, partitions, replication, nil, topics...)
+	resp, err := adm.CreateTopics(ctx, partitions, replication, topicConfigs(replication), topics...)
 	if err != nil {
 		return fmt.Errorf("create topics %v: %w", topics, err)
 	}
@@ -124,4 +125,20 @@ func Ping(ctx context.Context, cl *kgo.Client) error {
 		return fmt.Errorf("kafka: %w", err)
 	}
 	return nil
+}
+
+// topicConfigs are the settings of the topics the services create. The
+// producers write with acks=all and idempotence (franz-go's defaults, which
+// NewClient keeps), so a record is acknowledged once every in-sync replica
+// has it; min.insync.replicas=2 makes "every in-sync replica" at least two
+// when the topic has three replicas, so one broker's loss never takes an
+// acknowledged record along (the broker default of 1 lets a leader that is
+// alone in its ISR acknowledge by itself). With fewer replicas the broker
+// default stays: 2 of 2 would stop every write while one broker is down.
+func topicConfigs(replication int16) map[string]*string {
+	if replication < 3 {
+		return nil
+	}
+	two := "2"
+	return map[string]*string{"min.insync.replicas": &two}
 }

@@ -118,7 +118,9 @@ func newTopologyClient(u *url.URL) (redis.UniversalClient, error) {
 	case "cluster":
 		var o *redis.ClusterOptions
 		if o, err = redis.ParseClusterURL(plain); err == nil {
-			c = redis.NewClusterClient(o)
+			cc := redis.NewClusterClient(o)
+			cc.AddHook(reloadOnFailure{cc})
+			c = cc
 		}
 	case "sentinel":
 		var o *redis.FailoverOptions
@@ -196,3 +198,53 @@ func UserChannel(userID string) string { return rediskeys.Live(userID) }
 
 // UserFromChannel inverts UserChannel.
 func UserFromChannel(ch string) (string, bool) { return rediskeys.UserFromLive(ch) }
+
+// reloadOnFailure makes a cluster client read the slot map again when a
+// command fails without a reply from Redis (its node refused or dropped the
+// connection) or with CLUSTERDOWN. go-redis reloads it only on MOVED or
+// READONLY replies and otherwise once a minute (ClusterStateReloadInterval),
+// so after a master dies it keeps dialing the dead node — which never
+// answers MOVED — for up to a minute after its replica took over: answers
+// waited that long on a failover. A reload is cheap (one CLUSTER SLOTS)
+// and go-redis coalesces those asked for within 200 ms.
+type reloadOnFailure struct{ c *redis.ClusterClient }
+
+func (h reloadOnFailure) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h reloadOnFailure) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		h.check(ctx, err)
+		return err
+	}
+}
+
+func (h reloadOnFailure) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		h.check(ctx, err)
+		return err
+	}
+}
+
+func (h reloadOnFailure) check(ctx context.Context, err error) {
+	if staleSlots(err) {
+		h.c.ReloadState(ctx)
+	}
+}
+
+// staleSlots reports whether err may mean the client's slot map is out of
+// date: no reply at all (a network error), or CLUSTERDOWN while a failover
+// runs. A reply error (other than CLUSTERDOWN), a nil reply, a closed
+// client and the caller's own deadline say nothing about the slots.
+func staleSlots(err error) bool {
+	switch {
+	case err == nil, errors.Is(err, redis.Nil), errors.Is(err, redis.ErrClosed),
+		errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return false
+	case redis.HasErrorPrefix(err, "CLUSTERDOWN"):
+		return true
+	}
+	var reply redis.Error
+	return !errors.As(err, &reply)
+}

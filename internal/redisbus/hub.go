@@ -37,7 +37,9 @@ type PubSub interface {
 // Hub holds one pub/sub connection for the whole process and keeps a user's
 // channel subscribed while at least one sink of that user is registered.
 // One connection per instance keeps Redis's client count flat however many
-// sockets the gateway holds.
+// sockets the gateway holds. On a Redis Cluster the channels are sharded
+// ones and the connection is one per master the users need (see
+// shardedPubSub), which the hub drives as the one connection.
 //
 // Each channel has one owner, the hub, and a state machine (see chanState):
 // at most one SUBSCRIBE or UNSUBSCRIBE per channel is on its way at a time,
@@ -94,8 +96,13 @@ type userSubs struct {
 }
 
 // NewHub prepares a hub on c; Run must be running for subscriptions to be
-// confirmed and messages delivered.
+// confirmed and messages delivered. On a cluster client (Clustered) the user
+// channels are sharded channels, subscribed with ClusterClient.SSubscribe
+// on the master of each user's slot.
 func NewHub(c redis.UniversalClient, log *slog.Logger) *Hub {
+	if Clustered(c) {
+		return newHub(newShardedPubSub(clusterRouter{c.(*redis.ClusterClient)}, log, defaultShardTiming), log)
+	}
 	return newHub(c.Subscribe(context.Background()), log)
 }
 

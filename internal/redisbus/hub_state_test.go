@@ -93,24 +93,29 @@ func (f *fakePubSub) drop() {
 	f.in <- errors.New("read: connection reset by peer")
 }
 
-func (f *fakePubSub) expect(want string) {
-	f.t.Helper()
+func (f *fakePubSub) expect(want string) { f.t.Helper(); expectSent(f.t, f.sent, want) }
+func (f *fakePubSub) quiet()             { f.t.Helper(); quietOn(f.t, f.sent, 100*time.Millisecond) }
+
+// expectSent fails t unless the next command sent is want.
+func expectSent(t *testing.T, sent <-chan string, want string) {
+	t.Helper()
 	select {
-	case got := <-f.sent:
+	case got := <-sent:
 		if got != want {
-			f.t.Fatalf("sent %q, want %q", got, want)
+			t.Fatalf("sent %q, want %q", got, want)
 		}
 	case <-time.After(5 * time.Second):
-		f.t.Fatalf("nothing sent, want %q", want)
+		t.Fatalf("nothing sent, want %q", want)
 	}
 }
 
-func (f *fakePubSub) quiet() {
-	f.t.Helper()
+// quietOn fails t if a command is sent within d.
+func quietOn(t *testing.T, sent <-chan string, d time.Duration) {
+	t.Helper()
 	select {
-	case got := <-f.sent:
-		f.t.Fatalf("unexpected %q", got)
-	case <-time.After(100 * time.Millisecond):
+	case got := <-sent:
+		t.Fatalf("unexpected %q", got)
+	case <-time.After(d):
 	}
 }
 

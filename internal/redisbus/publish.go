@@ -12,13 +12,18 @@ import (
 
 // Publish sends e on its user's channel, with the current trace context
 // written into the envelope so the delivering gateway continues the trace.
-// It returns once Redis accepted the command.
+// It returns once Redis accepted the command. On a cluster the channel is a
+// sharded one (SPUBLISH; see Clustered).
 func Publish(ctx context.Context, c redis.UniversalClient, e *envelope.Envelope) error {
 	b, err := Payload(ctx, e)
 	if err != nil {
 		return err
 	}
-	if err := c.Publish(ctx, UserChannel(e.UserID), b).Err(); err != nil {
+	publish := c.Publish
+	if Clustered(c) {
+		publish = c.SPublish
+	}
+	if err := publish(ctx, UserChannel(e.UserID), b).Err(); err != nil {
 		return fmt.Errorf("redis publish to %s: %w", e.UserID, err)
 	}
 	return nil

@@ -16,6 +16,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/kversion"
 )
 
 // kafkaBindRetry bounds how long Start keeps trying to bind its fixed ports.
@@ -79,6 +81,9 @@ type Kafka struct {
 
 	mu      sync.Mutex
 	cluster *kfake.Cluster // nil while stopped
+
+	connsMu sync.Mutex
+	conns   map[int][]net.Conn // by broker port: connections it accepted
 }
 
 // StartKafka starts a kfake cluster (one broker by default) on fixed free
@@ -94,16 +99,20 @@ func StartKafka(t testing.TB, opts ...KafkaOption) *Kafka {
 		t.Fatalf("StartKafka: WithBrokers(%d): need at least one broker", cfg.brokers)
 	}
 
-	k := &Kafka{t: t}
+	k := &Kafka{t: t, conns: map[int][]net.Conn{}}
 	for range cfg.brokers {
 		k.ports = append(k.ports, FreePort(t))
 	}
 	k.opts = []kfake.Opt{
 		kfake.Ports(k.ports...),
 		kfake.AllowAutoTopicCreation(),
+		kfake.ListenFn(k.listen),
 	}
 	if cfg.partitions > 0 {
 		k.opts = append(k.opts, kfake.DefaultNumPartitions(cfg.partitions))
+	}
+	if cfg.brokers > 1 {
+		k.opts = append(k.opts, kfake.MaxVersions(withoutOffsetForLeaderEpoch()))
 	}
 	if len(cfg.topics) > 0 {
 		k.opts = append(k.opts, kfake.SeedTopics(-1, cfg.topics...))
@@ -117,6 +126,22 @@ func StartKafka(t testing.TB, opts ...KafkaOption) *Kafka {
 	t.Cleanup(k.Stop)
 	k.Start()
 	return k
+}
+
+// withoutOffsetForLeaderEpoch is the API of a broker that does not offer
+// OffsetForLeaderEpoch, for clusters of several brokers, where KillBroker
+// moves partition leaders. kfake answers that request wrongly after a leader
+// change: asked for the end of the epoch a consumer read in, it answers
+// "unknown epoch" (-1) whenever nothing was written in a later epoch yet,
+// where Kafka answers the log end offset. franz-go then takes the log for
+// truncated (as after an unclean election) and resets the partition: the
+// consumers start it over from the beginning. Without the request the
+// clients skip that validation, as against brokers older than 2.1 — which a
+// fake with no real replicas, and so no truncation, loses nothing by.
+func withoutOffsetForLeaderEpoch() *kversion.Versions {
+	v := kversion.Stable()
+	v.SetMaxKeyVersion(kmsg.OffsetForLeaderEpoch.Int16(), -1)
+	return v
 }
 
 // Addrs returns the brokers' host:port addresses. They do not change across
@@ -145,6 +170,84 @@ func (k *Kafka) Cluster() *kfake.Cluster {
 	return k.cluster
 }
 
+// listen binds a broker's port and keeps the connections it accepts, so
+// KillBroker can cut them as a crashed broker's peers see them cut.
+func (k *Kafka) listen(network, addr string) (net.Listener, error) {
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		return nil, err
+	}
+	_, p, _ := net.SplitHostPort(addr)
+	port, _ := strconv.Atoi(p)
+	return trackingListener{Listener: ln, k: k, port: port}, nil
+}
+
+type trackingListener struct {
+	net.Listener
+	k    *Kafka
+	port int
+}
+
+func (l trackingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.k.connsMu.Lock()
+		l.k.conns[l.port] = append(l.k.conns[l.port], c)
+		l.k.connsMu.Unlock()
+	}
+	return c, err
+}
+
+// KillBroker takes broker node (0 to n-1 with WithBrokers(n)) out of the
+// running cluster as a crash does: it stops accepting connections, every
+// connection it had is cut, and each partition it led gets a new leader
+// among the others (kfake's leader election moves every partition's
+// leader at random), as do the group coordinators it held. kfake keeps one
+// copy of each partition for all brokers, which stands for the replicas a
+// replication factor of 3 keeps elsewhere: what this tests is the
+// clients' side of a broker loss — leader and coordinator moves,
+// connection errors, retried idempotent produces, redelivered fetches.
+// RestartBroker brings it back.
+func (k *Kafka) KillBroker(node int32) {
+	k.t.Helper()
+	c := k.Cluster()
+	if c == nil || int(node) >= len(k.ports) {
+		k.t.Fatalf("KillBroker(%d): no such running broker", node)
+	}
+	if err := c.RemoveNode(node); err != nil {
+		k.t.Fatalf("KillBroker(%d): %v", node, err)
+	}
+	port := k.ports[node]
+	k.connsMu.Lock()
+	conns := k.conns[port]
+	delete(k.conns, port)
+	k.connsMu.Unlock()
+	for _, conn := range conns {
+		_ = conn.Close()
+	}
+}
+
+// RestartBroker starts a broker KillBroker took out again, with its node id
+// on its port; partition leaders move again, to all brokers.
+func (k *Kafka) RestartBroker(node int32) {
+	k.t.Helper()
+	c := k.Cluster()
+	if c == nil || int(node) >= len(k.ports) {
+		k.t.Fatalf("RestartBroker(%d): no such broker", node)
+	}
+	deadline := time.Now().Add(kafkaBindRetry)
+	for {
+		_, _, err := c.AddNode(node, k.ports[node])
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) || time.Now().After(deadline) {
+			k.t.Fatalf("RestartBroker(%d): %v", node, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // Running reports whether the cluster is up.
 func (k *Kafka) Running() bool { return k.Cluster() != nil }
 
@@ -168,6 +271,9 @@ func (k *Kafka) Stop() {
 	if c != nil {
 		c.Close()
 	}
+	k.connsMu.Lock()
+	clear(k.conns) // closed with the cluster
+	k.connsMu.Unlock()
 }
 
 // Restart stops and starts the cluster on the same addresses.

@@ -211,6 +211,54 @@ func TestKafkaBrokers(t *testing.T) {
 	}
 }
 
+// A broker killed out of three: its connections are cut and refused, no
+// partition is led by it any more, and a producer and a consumer group
+// carry on through the others — every record once — and it comes back.
+func TestKafkaKillBroker(t *testing.T) {
+	k := StartKafka(t, WithBrokers(3), WithPartitions(6))
+	ctx := kafkaCtx(t)
+	adm := kadm.NewClient(kafkaClient(t, k.Addrs()))
+	if _, err := adm.CreateTopic(ctx, 6, 3, nil, "chat"); err != nil {
+		t.Fatal(err)
+	}
+	prod := kafkaClient(t, k.Addrs())
+	cons := kafkaClient(t, k.Addrs(), kgo.ConsumerGroup("g"), kgo.ConsumeTopics("chat"),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	var kvs []string
+	for i := range 20 {
+		kvs = append(kvs, "u"+strconv.Itoa(i), "before")
+	}
+	kafkaProduce(t, ctx, prod, "chat", kvs...)
+	kafkaConsumeN(t, ctx, cons, 20)
+
+	victim := k.Cluster().CoordinatorFor("g")
+	k.KillBroker(victim)
+	if _, err := net.DialTimeout("tcp", k.Addrs()[victim], time.Second); err == nil {
+		t.Fatal("the killed broker still accepts connections")
+	}
+	for p := range int32(6) {
+		if l := k.Cluster().LeaderFor("chat", p); l == victim {
+			t.Fatalf("partition %d still led by the killed broker %d", p, victim)
+		}
+	}
+	for i := range kvs {
+		if i%2 == 1 {
+			kvs[i] = "after"
+		}
+	}
+	kafkaProduce(t, ctx, prod, "chat", kvs...)
+	got, _ := kafkaConsumeN(t, ctx, cons, 20)
+	for _, kv := range got {
+		if !strings.HasSuffix(kv, ":after") {
+			t.Fatalf("consumed %q again after the broker's death", kv)
+		}
+	}
+	k.RestartBroker(victim)
+	if _, err := net.DialTimeout("tcp", k.Addrs()[victim], time.Second); err != nil {
+		t.Fatalf("the restarted broker: %v", err)
+	}
+}
+
 func TestKcatArgs(t *testing.T) {
 	got := KcatArgs("h:1", "-L")
 	if got[0] != "-b" || got[1] != "h:1" || got[len(got)-1] != "-L" {
