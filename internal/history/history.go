@@ -270,7 +270,8 @@ func (s *Store) appendReplicated(ctx context.Context, user string, keys []string
 		return script, wait, err
 	}
 	script, wait, err := run(false)
-	if redis.HasErrorPrefix(script.Err(), "NOSCRIPT") {
+	// script is nil when the call gave up before its pipeline was sent.
+	if script != nil && redis.HasErrorPrefix(script.Err(), "NOSCRIPT") {
 		script, wait, err = run(true)
 	}
 	if err != nil {
