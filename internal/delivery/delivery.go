@@ -23,6 +23,7 @@ package delivery
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 
@@ -120,7 +121,19 @@ type Stream struct {
 	again     bool
 	closed    bool
 	pending   []*envelope.Envelope
+	// sent holds the response ids of the last answers handed to out,
+	// oldest first, at most recentIDs; nil until the first, so an idle
+	// socket holds none. Cursors order a history, but a Redis Cluster
+	// failover can lose an answer's append after this connection read it
+	// (inside the relay's wait for a replica), and the relay's retry then
+	// appends the same answer under a newer cursor: the id catches it.
+	sent []string
 }
+
+// recentIDs is how many response ids a stream remembers. A re-appended
+// answer comes back within the relay's retries of one record, while at
+// most a few newer answers of the user went out.
+const recentIDs = 16
 
 // New prepares the stream of a connection of user; resume is the client's
 // cursor (empty: none). Live answers wait until Start's replay is done.
@@ -297,14 +310,26 @@ func (s *Stream) sendLocked(e *envelope.Envelope, replayed bool) {
 	if e.Cursor != "" {
 		// Chunks (live previews) have no cursor and always pass.
 		if !cursor.After(e.Cursor, s.pos) {
-			if s.cfg.OnDuplicate != nil {
-				s.cfg.OnDuplicate()
-			}
+			s.duplicate()
 			return
 		}
 		s.pos = e.Cursor
+		if slices.Contains(s.sent, e.ID) {
+			s.duplicate() // re-appended under a new cursor: pos moves past it
+			return
+		}
+		if len(s.sent) == recentIDs {
+			s.sent = append(s.sent[:0], s.sent[1:]...)
+		}
+		s.sent = append(s.sent, e.ID)
 	}
 	s.out.Answer(e, replayed)
+}
+
+func (s *Stream) duplicate() {
+	if s.cfg.OnDuplicate != nil {
+		s.cfg.OnDuplicate()
+	}
 }
 
 func (s *Stream) gapLocked(err error) {

@@ -359,3 +359,24 @@ func TestResumeBeforeTheFirstRead(t *testing.T) {
 	s.Start()
 	out.waitFor(t, "ready "+a2.Cursor, "A3*")
 }
+
+// A Redis Cluster failover can lose an append its connection had already
+// replayed (the master died before its replica had it, within the relay's
+// wait for the replica); the relay's retry appends the same answer again,
+// under a newer cursor. The connection must not send it twice: it knows
+// the response id. Its position still moves past the new cursor.
+func TestAnAnswerReappendedUnderANewCursorIsNotSentTwice(t *testing.T) {
+	h := &fakeHistory{}
+	s, out := started(t, h, "", testConfig())
+	out.waitFor(t, "ready "+cursor.Start)
+	a1 := h.add("A1")
+	s.Deliver(a1)
+	out.waitFor(t, "ready "+cursor.Start, "A1")
+	again := h.add("A1") // the same response id, appended again after the failover
+	s.Deliver(again)
+	s.Deliver(h.add("A2"))
+	out.waitFor(t, "ready "+cursor.Start, "A1", "A2")
+	if !cursor.After(s.Position(), again.Cursor) {
+		t.Fatalf("position %s did not move past the re-appended answer's %s", s.Position(), again.Cursor)
+	}
+}

@@ -818,6 +818,14 @@ and tested on a real cluster:
    relay's lag shows it; they are not lost) until a replica is there again,
    as the restarted node is here. ` + "`HISTORY_WAIT_REPLICAS=0`" + ` trades that
    for availability.
+   One window stays: a gateway's replay can read an answer in the moment
+   between the append and the replica's confirmation; if the master dies
+   then, the relay's retry appends the same answer again under a newer
+   cursor. The connection that read it knows its response id and does not
+   send it again (` + "`internal/delivery`" + `,
+   ` + "`TestAnAnswerReappendedUnderANewCursorIsNotSentTwice`" + `); a client that
+   resumes later from the lost cursor gets it again, and de-duplicates on
+   the response id as the protocol asks.
 
 ### Kafka on several brokers
 
