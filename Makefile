@@ -34,6 +34,10 @@ test: deps tools vet ## install missing test servers, vet, run every test with -
 tools: ## build the test-only tools (Prometheus, Alertmanager, collector, Jaeger, Helm) when missing
 	@$(GO) run ./internal/testinfra/toolcache/build
 
+.PHONY: test-cluster
+test-cluster: deps tools ## the end-to-end suite with every stack on a real Redis Cluster (3+3) instead of one redis-server
+	E2E_REDIS=cluster $(GO) test -race -timeout 30m -count=1 ./internal/e2e/
+
 fuzz-smoke: ## run each fuzz target for 5s, one at a time
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=5s
 

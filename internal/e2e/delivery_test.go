@@ -134,6 +134,12 @@ func (a *answers) waitAnswers(t *testing.T, name string, want []string) {
 // two instances, and the second instance's Redis connections cut and
 // restored. Every answer reaches every socket exactly once.
 func TestTwoSocketsOfOneUserAcrossAResubscription(t *testing.T) {
+	if onCluster() {
+		// A cluster client dials the addresses the nodes announce, so a
+		// proxy cannot cut one gateway's connections; on a cluster the
+		// failover test of TestOnRedisCluster covers the resubscription.
+		t.Skip("E2E_REDIS=cluster: cuts Redis connections through a proxy, which a cluster client bypasses")
+	}
 	s := startStack(t)
 	proxy := testinfra.StartProxy(t, s.Redis.Addr())
 	gw2 := extraGateway(t, s, map[string]string{"REDIS_URL": "redis://" + proxy.Addr() + "/0"})

@@ -45,9 +45,19 @@ func startStack(t *testing.T) *stack { return startStackWith(t, nil, 1) }
 // process.Build, as the binaries and the dev stack build them.
 func startStackWith(t *testing.T, overrides map[string]string, gateways int) *stack {
 	t.Helper()
+	if onCluster() {
+		return startClusterStack(t, overrides, gateways)
+	}
 	r := testinfra.StartRedis(t)
 	return startStackOn(t, &stack{Redis: r, RedisURL: r.URL()}, overrides, gateways)
 }
+
+// onCluster: E2E_REDIS=cluster (make test-cluster) runs every test that
+// starts its stack with startStack or startStackWith on a real Redis
+// Cluster instead of one redis-server. make test runs a representative
+// subset on a cluster (TestOnRedisCluster) and the rest on one node, to
+// stay within its time budget.
+func onCluster() bool { return os.Getenv("E2E_REDIS") == "cluster" }
 
 // startClusterStack is startStackWith on a real Redis Cluster (3 masters +
 // 3 replicas) through REDIS_URL=redis+cluster://…: user channels are
