@@ -250,23 +250,39 @@ func lastCursor(t *testing.T, rdb redis.UniversalClient, user string) string {
 // read. Reads of the history are forbidden (an ACL) while the socket's
 // subscription is renewed; a live answer then waits, the socket closes
 // with 1013 once the replay gives up, and a resume gets everything.
+// onEveryNode runs a server command (no key) on s's Redis: on every node
+// of a cluster, where a client would send it to one node only.
+func onEveryNode(t *testing.T, s *stack, rdb redis.UniversalClient, args ...string) {
+	t.Helper()
+	if s.Cluster == nil {
+		a := make([]any, len(args))
+		for i, v := range args {
+			a[i] = v
+		}
+		if err := rdb.Do(context.Background(), a...).Err(); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	for _, addr := range s.Cluster.Addrs() {
+		if _, err := testinfra.RedisDo(addr, args...); err != nil {
+			t.Fatalf("%v on %s: %v", args, addr, err)
+		}
+	}
+}
+
 func TestFailedReplayNeverSkipsAnswers(t *testing.T) {
 	s := startStack(t)
 	rdb := redisClient(t, s)
-	ctx := context.Background()
 	const user = "erin"
 	c := readyClient(t, testinfra.ChatURL(s.WSBase, testSecret, user), user)
 	_ = c.Send("one", "")
 	first, _ := c.Expect(t, protocol.TypeResponse, wait)
 	// XRANGE is what a replay reads with; the relay and the ai-consumer
 	// do not use it, so answers are still stored and published.
-	if err := rdb.Do(ctx, "ACL", "SETUSER", "default", "-xrange").Err(); err != nil {
-		t.Fatal(err)
-	}
-	defer rdb.Do(ctx, "ACL", "SETUSER", "default", "+xrange")
-	if err := rdb.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
-		t.Fatal(err)
-	}
+	onEveryNode(t, s, rdb, "ACL", "SETUSER", "default", "-xrange")
+	defer onEveryNode(t, s, rdb, "ACL", "SETUSER", "default", "+xrange")
+	onEveryNode(t, s, rdb, "CLIENT", "KILL", "TYPE", "pubsub")
 	time.Sleep(500 * time.Millisecond) // resubscribed; the resync's reads fail
 	_ = c.Send("two", "")
 	f, err := c.Next(30 * time.Second)
@@ -279,9 +295,7 @@ func TestFailedReplayNeverSkipsAnswers(t *testing.T) {
 	if !websocket.IsCloseError(err, protocol.ReplayFailed.Code) {
 		t.Fatalf("socket ended with %v, want close %d (%s)", err, protocol.ReplayFailed.Code, protocol.ReplayFailed.Reason)
 	}
-	if err := rdb.Do(ctx, "ACL", "SETUSER", "default", "+xrange").Err(); err != nil {
-		t.Fatal(err)
-	}
+	onEveryNode(t, s, rdb, "ACL", "SETUSER", "default", "+xrange")
 	c2 := readyClient(t, testinfra.ChatURL(s.WSBase, testSecret, user)+"&resume="+first.Cursor, user)
 	r, _ := c2.Expect(t, protocol.TypeResponse, wait)
 	if r.Content != "echo: two" {
