@@ -56,18 +56,7 @@ func testSharedUserAcrossFailover(t *testing.T, c *testinfra.RedisCluster, s *st
 	go got.collect(s1, "s1", acks)
 	go got.collect(s2, "s2", nil)
 	var sent []string
-	send := func(content string) {
-		t.Helper()
-		if err := s1.Send(content, ""); err != nil {
-			t.Fatal(err)
-		}
-		select {
-		case id := <-acks:
-			sent = append(sent, id)
-		case <-time.After(wait):
-			t.Fatalf("no ack for %q", content)
-		}
-	}
+	send := sendAcked(t, s1, acks, &sent)
 	for i := range 3 {
 		send(fmt.Sprintf("before %d", i))
 	}

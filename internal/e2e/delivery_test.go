@@ -130,6 +130,23 @@ func (a *answers) waitAnswers(t *testing.T, name string, want []string) {
 	}
 }
 
+// sendAcked returns a send of content on c that records in *sent the
+// message id its ack carries (acks is fed by answers.collect of c).
+func sendAcked(t *testing.T, c *testinfra.ChatClient, acks <-chan string, sent *[]string) func(content string) {
+	return func(content string) {
+		t.Helper()
+		if err := c.Send(content, ""); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case id := <-acks:
+			*sent = append(*sent, id)
+		case <-time.After(wait):
+			t.Fatalf("no ack for %q", content)
+		}
+	}
+}
+
 // Issue 11, defect 2 and the acceptance test: two sockets of one user on
 // two instances, and the second instance's Redis connections cut and
 // restored. Every answer reaches every socket exactly once.
@@ -152,18 +169,7 @@ func TestTwoSocketsOfOneUserAcrossAResubscription(t *testing.T) {
 	go got.collect(s1, "s1", acks)
 	go got.collect(s2, "s2", nil)
 	var sent []string
-	send := func(content string) {
-		t.Helper()
-		if err := s1.Send(content, ""); err != nil {
-			t.Fatal(err)
-		}
-		select {
-		case id := <-acks:
-			sent = append(sent, id)
-		case <-time.After(wait):
-			t.Fatalf("no ack for %q", content)
-		}
-	}
+	send := sendAcked(t, s1, acks, &sent)
 
 	// While the second instance is cut off from Redis, the first delivers
 	// A1 and moves the user's delivered marker past it. The second socket

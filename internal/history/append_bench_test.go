@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/chatrelay/chat/internal/redisbatch"
 )
 
 // BenchmarkAppendPublish is the relay's Redis step from many lanes at once
@@ -22,34 +24,18 @@ import (
 func BenchmarkAppendPublish(b *testing.B) {
 	rdb := startRedis(b)
 	cfg := Config{MaxLen: 200, TTL: time.Hour}
-	for _, mode := range []string{"direct", "batched"} {
-		b.Run(mode, func(b *testing.B) {
-			s := New(rdb, cfg)
-			if mode == "direct" {
-				s.batch = rdb
-			}
-			var n atomic.Int64
-			b.SetParallelism(64)
-			b.ReportAllocs()
-			cpu0, srv0 := processCPU(), serverCPU(b, rdb)
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				ctx := context.Background()
-				for pb.Next() {
-					i := int(n.Add(1))
-					a := answer(fmt.Sprintf("bench-%s-%d", mode, i%500), i)
-					payload := []byte(`{"cursor":"PLACEHOLDER","content":"x"}`)
-					if _, err := s.AppendPublish(ctx, a, "live", payload, "PLACEHOLDER"); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
-			b.StopTimer()
-			b.ReportMetric((processCPU()-cpu0).Seconds()*1e6/float64(b.N), "client-µs/op")
-			b.ReportMetric((serverCPU(b, rdb)-srv0).Seconds()*1e6/float64(b.N), "server-µs/op")
-		})
-	}
+	benchDirectAndBatched(b, rdb, func(mode string, batch redisbatch.Pipeliner) func(ctx context.Context, i int) error {
+		s := New(rdb, cfg)
+		if batch != nil {
+			s.batch = batch
+		}
+		payload := []byte(`{"cursor":"PLACEHOLDER","content":"x"}`)
+		return func(ctx context.Context, i int) error {
+			a := answer(fmt.Sprintf("bench-%s-%d", mode, i%500), i)
+			_, err := s.AppendPublish(ctx, a, "live", payload, "PLACEHOLDER")
+			return err
+		}
+	})
 }
 
 // BenchmarkAnswerLookupAndStore is the ai-consumer's Redis steps for one
@@ -58,12 +44,34 @@ func BenchmarkAppendPublish(b *testing.B) {
 // in shared pipelines ("batched", what Answers does).
 func BenchmarkAnswerLookupAndStore(b *testing.B) {
 	rdb := startRedis(b)
+	benchDirectAndBatched(b, rdb, func(mode string, batch redisbatch.Pipeliner) func(ctx context.Context, i int) error {
+		a := NewAnswers(rdb, time.Hour)
+		if batch != nil {
+			a.batch = batch
+		}
+		return func(ctx context.Context, i int) error {
+			ans := answer(fmt.Sprintf("bench-%s-%d", mode, i%500), i)
+			if _, _, err := a.GetWithRecent(ctx, ans.UserID, ans.ReplyTo, 20); err != nil {
+				return err
+			}
+			_, err := a.Put(ctx, ans)
+			return err
+		}
+	})
+}
+
+// benchDirectAndBatched runs op from 64 goroutines per core, once with the
+// store's calls sent alone ("direct": setup gets rdb as its batch) and once
+// batched (setup gets nil: the store's own batcher), reporting both sides'
+// CPU per op.
+func benchDirectAndBatched(b *testing.B, rdb redis.UniversalClient, setup func(mode string, batch redisbatch.Pipeliner) func(ctx context.Context, i int) error) {
 	for _, mode := range []string{"direct", "batched"} {
 		b.Run(mode, func(b *testing.B) {
-			a := NewAnswers(rdb, time.Hour)
+			var batch redisbatch.Pipeliner
 			if mode == "direct" {
-				a.batch = rdb
+				batch = rdb
 			}
+			op := setup(mode, batch)
 			var n atomic.Int64
 			b.SetParallelism(64)
 			b.ReportAllocs()
@@ -72,13 +80,7 @@ func BenchmarkAnswerLookupAndStore(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				ctx := context.Background()
 				for pb.Next() {
-					i := int(n.Add(1))
-					ans := answer(fmt.Sprintf("bench-%s-%d", mode, i%500), i)
-					if _, _, err := a.GetWithRecent(ctx, ans.UserID, ans.ReplyTo, 20); err != nil {
-						b.Error(err)
-						return
-					}
-					if _, err := a.Put(ctx, ans); err != nil {
+					if err := op(ctx, int(n.Add(1))); err != nil {
 						b.Error(err)
 						return
 					}
