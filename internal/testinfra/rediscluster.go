@@ -322,15 +322,11 @@ func (c *RedisCluster) KillMaster(master *Redis, then ...func()) (promoted *Redi
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	var id string
-	for _, n := range nodes {
-		if n.addr == master.Addr() {
-			id = n.id
-			if !n.master || !n.slots {
-				c.t.Fatalf("KillMaster: %s is not a master serving slots", master.Addr())
-			}
-		}
+	me, ok := nodeAt(nodes, master.Addr())
+	if !ok || !me.master || !me.slots {
+		c.t.Fatalf("KillMaster: %s is not a master serving slots", master.Addr())
 	}
+	id := me.id
 	replicas := map[string]bool{}
 	for _, n := range nodes {
 		if n.masterID == id {
@@ -362,6 +358,16 @@ func (c *RedisCluster) KillMaster(master *Redis, then ...func()) (promoted *Redi
 	return nil, 0
 }
 
+// nodeAt finds the node at addr in a CLUSTER NODES listing.
+func nodeAt(nodes []clusterNode, addr string) (clusterNode, bool) {
+	for _, n := range nodes {
+		if n.addr == addr {
+			return n, true
+		}
+	}
+	return clusterNode{}, false
+}
+
 // ReplicaOf returns a running replica of master.
 func (c *RedisCluster) ReplicaOf(master *Redis) *Redis {
 	c.t.Helper()
@@ -369,12 +375,8 @@ func (c *RedisCluster) ReplicaOf(master *Redis) *Redis {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	var id string
-	for _, n := range nodes {
-		if n.addr == master.Addr() {
-			id = n.id
-		}
-	}
+	me, _ := nodeAt(nodes, master.Addr())
+	id := me.id
 	for _, n := range nodes {
 		if n.masterID == id && id != "" {
 			if r := c.Node(n.addr); r != nil && r.Running() {
