@@ -16,10 +16,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/plugin/kotel"
 	"github.com/twmb/franz-go/plugin/kprom"
 	"github.com/twmb/franz-go/plugin/kslog"
-	"go.opentelemetry.io/otel"
 )
 
 // Topic names shared by the services.
@@ -62,12 +60,10 @@ func ParseBrokers(s string) ([]string, error) {
 }
 
 // NewClient builds a franz-go client with the hooks every service wants:
-// kotel (trace context in record headers), kprom and kslog. extra options
+// the trace context in record headers (tracectx.go), kprom and kslog. extra options
 // (consumer group settings) are appended.
 func NewClient(cfg ClientConfig, extra ...kgo.Opt) (*kgo.Client, error) {
-	tracer := kotel.NewTracer(kotel.TracerProvider(otel.GetTracerProvider()), kotel.TracerPropagator(otel.GetTextMapPropagator()))
-	hooks := []kgo.Hook{}
-	hooks = append(hooks, kotel.NewKotel(kotel.WithTracer(tracer)).Hooks()...)
+	hooks := []kgo.Hook{traceHeaders{}}
 	if cfg.Registerer != nil {
 		role := cfg.Role
 		if role == "" {

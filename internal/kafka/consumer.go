@@ -305,7 +305,7 @@ func (c *Consumer) runLane(k laneKey, l *lane) {
 				// before this one, so the lane stops; all are redelivered.
 				failed = true
 				if !errors.Is(err, context.Canceled) {
-					c.log.ErrorContext(r.Context, "record left unfinished", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "error", err)
+					c.log.ErrorContext(RecordContext(ps.ctx, r), "record left unfinished", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "error", err)
 				}
 			}
 		}

@@ -7,7 +7,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/plugin/kotel"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
@@ -25,9 +24,8 @@ func (p failingProducer) ProduceSync(context.Context, ...*kgo.Record) kgo.Produc
 }
 
 // benchRecord is a responses record as the consumer hands it to the
-// handler: the contract headers and the trace context on the wire, and the
-// context kotel gives it (the trace context and the correlation id as
-// baggage extracted from the headers, and its receive span).
+// handler: the contract headers and the producer's trace context on the
+// wire (written by the produce hook), no context of its own.
 func benchRecord(b *testing.B, tp trace.TracerProvider) (*kgo.Record, trace.Span) {
 	b.Helper()
 	e := benchResponse()
@@ -36,12 +34,10 @@ func benchRecord(b *testing.B, tp trace.TracerProvider) (*kgo.Record, trace.Span
 		b.Fatal(err)
 	}
 	r.Partition, r.Offset = 3, 123456
-	ctx := telemetry.WithCorrelationID(context.Background(), e.CorrelationID)
-	telemetry.Propagator.Inject(ctx, kotel.NewRecordCarrier(r))
-	r.Headers = append(r.Headers, kgo.RecordHeader{Key: "traceparent", Value: []byte(e.TraceParent)})
-	ctx = telemetry.Propagator.Extract(context.Background(), kotel.NewRecordCarrier(r))
-	ctx, span := tp.Tracer("kotel").Start(ctx, r.Topic+" receive", trace.WithSpanKind(trace.SpanKindConsumer))
-	r.Context = ctx
+	ctx, span := tp.Tracer("producer").Start(context.Background(), "process incoming_messages", trace.WithSpanKind(trace.SpanKindConsumer))
+	r.Context = telemetry.WithCorrelationID(ctx, e.CorrelationID)
+	traceHeaders{}.OnProduceRecordBuffered(r)
+	r.Context = nil
 	return r, span
 }
 

@@ -8,8 +8,8 @@ import (
 	"github.com/chatrelay/chat/internal/envelope"
 )
 
-// Record headers of the message contract (DESIGN.md). traceparent and
-// tracestate are written by kotel.
+// Record headers of the message contract (DESIGN.md). traceparent,
+// tracestate and baggage are written by the produce hook (tracectx.go).
 const (
 	HeaderCorrelationID = "correlation_id"
 	HeaderMessageID     = "message_id"
@@ -64,7 +64,7 @@ func EnvelopeRecord(topic string, e *envelope.Envelope) (*kgo.Record, error) {
 	buf = append(buf, e.CorrelationID...)
 	buf = append(buf, msgID...)
 	n1, n2 := len(e.UserID), len(e.UserID)+len(e.CorrelationID)
-	// Room for the trace headers kotel's produce hook appends (traceparent,
+	// Room for the trace headers the produce hook appends (traceparent,
 	// tracestate, baggage), so that does not reallocate the slice.
 	headers := make([]kgo.RecordHeader, 4, 4+3)
 	headers[0] = kgo.RecordHeader{Key: HeaderCorrelationID, Value: buf[n1:n2:n2]}
@@ -80,7 +80,7 @@ func EnvelopeRecord(topic string, e *envelope.Envelope) (*kgo.Record, error) {
 }
 
 // The constant header values are shared by every record instead of being
-// copied into each: header values are only ever replaced (SetHeader, kotel),
+// copied into each: header values are only ever replaced (SetHeader, the trace hook),
 // never written in place, and their capacity is their length, so an append
 // copies.
 var (

@@ -11,6 +11,8 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/chatrelay/chat/internal/telemetry"
 )
 
 const instrumentation = "github.com/chatrelay/chat/internal/kafka"
@@ -21,8 +23,8 @@ var consumerSpan = trace.WithSpanKind(trace.SpanKindConsumer)
 type spanName struct{ topic, name string }
 
 // Tracing starts a consumer "process <topic>" span for each record, a child of
-// the receive span kotel made from the record's traceparent header, so the
-// work joins the producer's trace.
+// the producer's span in the record's traceparent header, so the work joins
+// the message's trace. It is the record's one span on this hop (tracectx.go).
 func Tracing(group string) Middleware {
 	tracer := otel.Tracer(instrumentation)
 	// The span name is the same for every record of a topic: remember the
@@ -30,9 +32,7 @@ func Tracing(group string) Middleware {
 	var lastName atomic.Pointer[spanName]
 	return func(next Handler) Handler {
 		return func(ctx context.Context, r *kgo.Record) error {
-			if r.Context != nil {
-				ctx = trace.ContextWithSpan(ctx, trace.SpanFromContext(r.Context))
-			}
+			ctx = RecordContext(ctx, r)
 			name := lastName.Load()
 			if name == nil || name.topic != r.Topic {
 				name = &spanName{topic: r.Topic, name: "process " + r.Topic}
@@ -50,6 +50,10 @@ func Tracing(group string) Middleware {
 					semconv.MessagingKafkaOffset(int(r.Offset)),
 					semconv.MessagingKafkaMessageKey(string(r.Key)),
 					attribute.String("messaging.message.id", Header(r, HeaderMessageID)),
+					// Here rather than added after the start: the SDK sizes a
+					// span's attributes to those it starts with, so each one
+					// set later copies them all.
+					telemetry.CorrelationAttr.String(Header(r, HeaderCorrelationID)),
 				))
 			defer span.End()
 			err := next(ctx, r)

@@ -11,17 +11,26 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/chatrelay/chat/internal/telemetry"
 )
 
-func TestTracingParentsProcessSpanOnRecordContext(t *testing.T) {
+func TestTracingParentsProcessSpanOnTheProducersSpan(t *testing.T) {
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 	prev := otel.GetTracerProvider()
 	otel.SetTracerProvider(tp)
 	t.Cleanup(func() { otel.SetTracerProvider(prev) })
 
-	parentCtx, parent := tp.Tracer("t").Start(context.Background(), "receive")
+	prevProp := otel.GetTextMapPropagator()
+	otel.SetTextMapPropagator(telemetry.Propagator)
+	t.Cleanup(func() { otel.SetTextMapPropagator(prevProp) })
+	parentCtx, parent := tp.Tracer("t").Start(context.Background(), "chat.receive")
+	// What the consumer fetches: the headers the producer's hook wrote, no
+	// in-process context.
 	r := &kgo.Record{Topic: "incoming_messages", Partition: 3, Offset: 7, Key: []byte("u1"), Context: parentCtx}
+	traceHeaders{}.OnProduceRecordBuffered(r)
+	r.Context = nil
 	for _, fail := range []bool{false, true} {
 		_ = Tracing("g")(func(ctx context.Context, _ *kgo.Record) error {
 			if trace.SpanContextFromContext(ctx).TraceID() != parent.SpanContext().TraceID() {

@@ -170,7 +170,7 @@ func (tp *topology) services() []service {
 	for i, ops := range tp.GwOps {
 		out = append(out, service{Name: fmt.Sprintf("gw-%d", i+1), Ops: ops, Heap: true})
 	}
-	return append(out, service{Name: "ai-consumer", Ops: tp.AIOps}, service{Name: "message-relay", Ops: tp.RelayOps})
+	return append(out, service{Name: "ai-consumer", Ops: tp.AIOps, Heap: true}, service{Name: "message-relay", Ops: tp.RelayOps, Heap: true})
 }
 
 type service struct {

@@ -19,21 +19,19 @@ type ctxKey int
 
 const correlationKey ctxKey = iota
 
-// BaggageKey is the W3C baggage member that carries the correlation id
-// across process boundaries (Kafka headers), so spans that libraries start
-// from an extracted context (kotel's receive spans) get it too.
+// BaggageKey is the W3C baggage member that carried the correlation id
+// across Kafka before the record header alone did; a record from an older
+// producer still has it, so CorrelationID reads it when the context has no
+// id of its own.
 const BaggageKey = "correlation_id"
 
-// WithCorrelationID returns a context whose log lines and spans carry id,
-// and whose outgoing propagation carries it as baggage.
+// WithCorrelationID returns a context whose log lines and spans carry id.
+// It does not travel as baggage: the correlation id crosses Kafka in the
+// correlation_id header and Redis in the envelope, and each hop puts it back
+// with this (a baggage member cost an allocation per message and hop, and a
+// header nobody read).
 func WithCorrelationID(ctx context.Context, id string) context.Context {
-	ctx = context.WithValue(ctx, correlationKey, id)
-	if m, err := baggage.NewMemberRaw(BaggageKey, id); err == nil {
-		if b, err := baggage.FromContext(ctx).SetMember(m); err == nil {
-			ctx = baggage.ContextWithBaggage(ctx, b)
-		}
-	}
-	return ctx
+	return context.WithValue(ctx, correlationKey, id)
 }
 
 // CorrelationID returns the correlation id carried by ctx (set here or
