@@ -90,9 +90,11 @@ func (c *conn) handleFrame(data []byte) {
 	if f.Type == protocol.TypeMessage {
 		corr = ids.CorrelationID(f.CorrelationID)
 		ctx = telemetry.WithCorrelationID(ctx, corr)
-		telemetry.SetCorrelation(ctx, corr)
+		// The span gets the id with the message id in produce, in one call:
+		// each attribute set after a span's start copies its attributes.
 	}
 	if r, arg := c.admitFrame(ctx, f); r != nil {
+		telemetry.SetCorrelation(ctx, corr)
 		span.SetStatus(codes.Error, r.Reason)
 		span.End()
 		c.refuseFrame(r, f.ID, corr, arg...)
