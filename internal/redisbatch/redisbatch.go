@@ -68,8 +68,9 @@ type Batcher struct {
 
 	// mu guards queue and running. Invariant: a request in queue is
 	// executed by a running drainer — a request is queued under mu, a
-	// drainer is started when fewer than MaxInFlight run, and a drainer
-	// stops only when it finds queue empty under mu.
+	// drainer (the caller itself, drainFor) is started when fewer than
+	// MaxInFlight run, and a drainer stops only when it finds queue empty
+	// under mu or hands its slot, under mu, to a pooled drainer.
 	mu      sync.Mutex
 	queue   []*request
 	running int
@@ -108,7 +109,9 @@ func New(rdb redis.UniversalClient, cfg Config) *Batcher {
 // Pipelined queues fn's commands for the next pipeline and returns them
 // once it ran, with the first error among them (as go-redis' Pipelined
 // does, redis.Nil included). It returns early with ctx's error if ctx ends
-// first; the commands may still run.
+// while the call is queued; the commands may still run. A caller that found
+// a pipeline slot free sends the pipeline itself (see drainFor) and returns
+// when it is done, within Config.Timeout.
 func (b *Batcher) Pipelined(ctx context.Context, fn func(redis.Pipeliner) error) ([]redis.Cmder, error) {
 	r := &request{ctx: ctx, fn: fn, done: make(chan struct{})}
 	b.mu.Lock()
@@ -119,13 +122,41 @@ func (b *Batcher) Pipelined(ctx context.Context, fn func(redis.Pipeliner) error)
 	}
 	b.mu.Unlock()
 	if start {
-		b.workers.Go(b.drain)
+		b.drainFor(r)
 	}
 	select {
 	case <-r.done:
 		return r.cmds, r.err
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	}
+}
+
+// drainFor is a drainer run by the caller of r itself: an idle system's
+// call then costs no hand-off to another goroutine and back (two wake-ups
+// per Redis call, the largest part of its CPU at 1,000 msg/s). Once r is
+// answered the caller goes back to its own work: what is still queued goes
+// to a pooled drainer, which takes over the caller's slot, so the
+// invariant on queue holds.
+func (b *Batcher) drainFor(r *request) {
+	for {
+		b.mu.Lock()
+		n := min(len(b.queue), b.cfg.MaxBatch)
+		if n == 0 {
+			b.running--
+			b.mu.Unlock()
+			return
+		}
+		select {
+		case <-r.done:
+			b.mu.Unlock()
+			b.workers.Go(b.drain)
+			return
+		default:
+		}
+		batch := b.take(n)
+		b.mu.Unlock()
+		b.send(batch)
 	}
 }
 
@@ -139,16 +170,22 @@ func (b *Batcher) drain() {
 			b.mu.Unlock()
 			return
 		}
-		batch := make([]*request, n)
-		copy(batch, b.queue)
-		// The rest moves to the front, so the queue's array does not grow
-		// without bound behind a slice that only advances.
-		rest := copy(b.queue, b.queue[n:])
-		clear(b.queue[rest:])
-		b.queue = b.queue[:rest]
+		batch := b.take(n)
 		b.mu.Unlock()
 		b.send(batch)
 	}
+}
+
+// take removes the first n requests from the queue; b.mu is held.
+func (b *Batcher) take(n int) []*request {
+	batch := make([]*request, n)
+	copy(batch, b.queue)
+	// The rest moves to the front, so the queue's array does not grow
+	// without bound behind a slice that only advances.
+	rest := copy(b.queue, b.queue[n:])
+	clear(b.queue[rest:])
+	b.queue = b.queue[:rest]
+	return batch
 }
 
 // send runs one pipeline for batch and hands each caller its commands.

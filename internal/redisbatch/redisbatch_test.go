@@ -229,6 +229,10 @@ func TestAnIdleBatcherSendsAtOnce(t *testing.T) {
 	if fmt.Sprint(sizes) != "[1 1 1 1 1]" {
 		t.Fatalf("pipelines %v, want five of one", sizes)
 	}
+	// Each call was sent by its caller: no drainer goroutine was needed.
+	if w := b.workers.Workers(); w != 0 {
+		t.Fatalf("%d pooled drainers started for calls that met an idle batcher, want 0", w)
+	}
 	// A drainer hands a caller its result before it looks for more work,
 	// so it may still be on its way out.
 	deadline := time.Now().Add(5 * time.Second)
@@ -243,5 +247,54 @@ func TestAnIdleBatcherSendsAtOnce(t *testing.T) {
 			t.Fatalf("after the calls: %d drainers running, %d queued; want none", running, queued)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// A caller that sends a pipeline itself returns once its own call is
+// answered, even with more queued behind it: a pooled drainer takes over
+// the rest (and the caller's slot), so one lane never works for the others.
+func TestACallerSendingItsPipelineDoesNotWaitForTheQueue(t *testing.T) {
+	rdb := client(t)
+	b := New(rdb, Config{MaxInFlight: 1})
+	firstAt, secondAt := make(chan struct{}), make(chan struct{})
+	releaseFirst, releaseSecond := make(chan struct{}), make(chan struct{})
+	var batches int
+	b.batchHook = func(int) {
+		batches++ // drainers run one at a time (MaxInFlight 1)
+		switch batches {
+		case 1:
+			close(firstAt)
+			<-releaseFirst
+		case 2:
+			close(secondAt)
+			<-releaseSecond
+		}
+	}
+	ctx := context.Background()
+	first := make(chan error, 1)
+	go func() {
+		_, err := b.Pipelined(ctx, func(p redis.Pipeliner) error { p.Set(ctx, "a", "1", 0); return nil })
+		first <- err
+	}()
+	<-firstAt
+	second := make(chan error, 1)
+	go func() {
+		_, err := b.Pipelined(ctx, func(p redis.Pipeliner) error { p.Set(ctx, "b", "1", 0); return nil })
+		second <- err
+	}()
+	waitQueued(t, b, 1)
+	close(releaseFirst)
+	<-secondAt
+	select {
+	case err := <-first:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the first caller is still draining the queue behind its own call")
+	}
+	close(releaseSecond)
+	if err := <-second; err != nil {
+		t.Fatal(err)
 	}
 }
