@@ -45,6 +45,7 @@ func Main(service string, run func(ctx context.Context) error) {
 // Start is the whole of a standalone service's run(): the one service from
 // the process environment, through the same Build as everything else.
 func Start(ctx context.Context, service string) error {
+	applyGCDefault(service, os.Getenv)
 	s, err := Build(ctx, Options{Services: []string{service}})
 	if err != nil {
 		return err
