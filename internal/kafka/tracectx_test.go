@@ -14,7 +14,7 @@ import (
 	"github.com/chatrelay/chat/internal/telemetry"
 )
 
-func useGlobalPropagator(t *testing.T) {
+func useGlobalPropagator(t testing.TB) {
 	prev := otel.GetTextMapPropagator()
 	otel.SetTextMapPropagator(telemetry.Propagator)
 	t.Cleanup(func() { otel.SetTextMapPropagator(prev) })
