@@ -63,12 +63,13 @@ func BenchmarkAnswerLookupAndStore(b *testing.B) {
 // benchDirectAndBatched runs op from 64 goroutines per core, once with the
 // store's calls sent alone ("direct": setup gets rdb as its batch) and once
 // batched (setup gets nil: the store's own batcher), reporting both sides'
-// CPU per op.
+// CPU per op. The "idle_" runs make one call at a time, as an idle system
+// does: what the batcher costs when there is nothing to batch.
 func benchDirectAndBatched(b *testing.B, rdb redis.UniversalClient, setup func(mode string, batch redisbatch.Pipeliner) func(ctx context.Context, i int) error) {
-	for _, mode := range []string{"direct", "batched"} {
+	for _, mode := range []string{"direct", "batched", "idle_direct", "idle_batched"} {
 		b.Run(mode, func(b *testing.B) {
 			var batch redisbatch.Pipeliner
-			if mode == "direct" {
+			if strings.HasSuffix(mode, "direct") {
 				batch = rdb
 			}
 			op := setup(mode, batch)
@@ -77,15 +78,24 @@ func benchDirectAndBatched(b *testing.B, rdb redis.UniversalClient, setup func(m
 			b.ReportAllocs()
 			cpu0, srv0 := processCPU(), serverCPU(b, rdb)
 			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
+			if strings.HasPrefix(mode, "idle_") {
 				ctx := context.Background()
-				for pb.Next() {
-					if err := op(ctx, int(n.Add(1))); err != nil {
-						b.Error(err)
-						return
+				for i := 0; b.Loop(); i++ {
+					if err := op(ctx, i); err != nil {
+						b.Fatal(err)
 					}
 				}
-			})
+			} else {
+				b.RunParallel(func(pb *testing.PB) {
+					ctx := context.Background()
+					for pb.Next() {
+						if err := op(ctx, int(n.Add(1))); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			}
 			b.StopTimer()
 			b.ReportMetric((processCPU()-cpu0).Seconds()*1e6/float64(b.N), "client-µs/op")
 			b.ReportMetric((serverCPU(b, rdb)-srv0).Seconds()*1e6/float64(b.N), "server-µs/op")
