@@ -75,7 +75,8 @@ type Envelope struct {
 // ErrInvalid marks an envelope that can never be processed (a poison record).
 var ErrInvalid = errors.New("invalid envelope")
 
-// codec is how envelopes are encoded: JSON v2's implementation
+// codec is how envelopes are decoded (and their escaped strings encoded,
+// encode.go): JSON v2's implementation
 // (github.com/go-json-experiment/json), which decodes an answer three to
 // four times faster than encoding/json, with encoding/json's semantics
 // (DefaultOptionsV1: names matched without case, invalid UTF-8 replaced,
@@ -84,16 +85,6 @@ var ErrInvalid = errors.New("invalid envelope")
 // (TestCodecMatchesEncodingJSON, and FuzzUnmarshal against encoding/json).
 // Benchmarks: docs/performance.md.
 var codec = jsonv1.DefaultOptionsV1()
-
-// Marshal encodes e, stamping the schema version.
-func Marshal(e *Envelope) ([]byte, error) {
-	e.V = Version
-	b, err := json.Marshal(e, codec)
-	if err != nil {
-		return nil, fmt.Errorf("marshal envelope: %w", err)
-	}
-	return b, nil
-}
 
 // Unmarshal decodes and validates an envelope. Every failure wraps
 // ErrInvalid, so callers can route it to a dead-letter topic.

@@ -120,3 +120,46 @@ func TestCodecMatchesEncodingJSON(t *testing.T) {
 		}
 	}
 }
+
+// Every field of Envelope is written: one set to a non-zero value in turn
+// comes out as encoding/json writes it. A field added to the struct and not
+// to Marshal (encode.go) fails here.
+func TestMarshalWritesEveryField(t *testing.T) {
+	ts := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
+	typ := reflect.TypeFor[Envelope]()
+	for i := range typ.NumField() {
+		var e Envelope
+		f := reflect.ValueOf(&e).Elem().Field(i)
+		switch f.Interface().(type) {
+		case string:
+			f.SetString("x<" + typ.Field(i).Name + ">")
+		case int:
+			f.SetInt(7)
+		case bool:
+			f.SetBool(true)
+		case time.Time:
+			f.Set(reflect.ValueOf(ts))
+		default:
+			t.Fatalf("field %s: type %s not known to this test (nor perhaps to Marshal)", typ.Field(i).Name, f.Type())
+		}
+		got, err := Marshal(&e)
+		if err != nil {
+			t.Fatalf("field %s: %v", typ.Field(i).Name, err)
+		}
+		want, _ := stdjson.Marshal(&e)
+		if string(got) != string(want) {
+			t.Errorf("field %s:\n got %s\nwant %s", typ.Field(i).Name, got, want)
+		}
+	}
+}
+
+// A time encoding/json refuses (year 10000) is refused, not written.
+func TestMarshalRefusesWhatEncodingJSONRefuses(t *testing.T) {
+	e := &Envelope{Type: TypeMessage, ID: "m", UserID: "u", Timestamp: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}
+	if _, err := stdjson.Marshal(e); err == nil {
+		t.Fatal("encoding/json took year 10000")
+	}
+	if b, err := Marshal(e); err == nil {
+		t.Fatalf("Marshal wrote %s", b)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	stdjson "encoding/json"
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -39,6 +40,7 @@ func FuzzUnmarshal(f *testing.F) {
 		if err != nil {
 			t.Fatalf("accepted envelope cannot be marshalled: %v (%+v)", err, e)
 		}
+		sameEncodingAsEncodingJSON(t, &first, enc)
 		back, err := Unmarshal(enc)
 		if err != nil {
 			t.Fatalf("re-encoded envelope %s refused: %v", enc, err)
@@ -51,6 +53,20 @@ func FuzzUnmarshal(f *testing.F) {
 			t.Fatalf("encoding is not stable:\n%s\n%s (%v)", enc, enc2, err)
 		}
 	})
+}
+
+// sameEncodingAsEncodingJSON checks Marshal's bytes (encode.go) against
+// encoding/json's for e: the same but for the replacement character of
+// invalid UTF-8, which encoding/json writes escaped (the same string).
+func sameEncodingAsEncodingJSON(t *testing.T, e *Envelope, got []byte) {
+	t.Helper()
+	want, err := stdjson.Marshal(e)
+	if err != nil {
+		t.Fatalf("encoding/json refused what Marshal wrote (%s): %v", got, err)
+	}
+	if string(got) != strings.ReplaceAll(string(want), `\ufffd`, "\ufffd") {
+		t.Fatalf("Marshal and encoding/json differ:\n got %s\nwant %s", got, want)
+	}
 }
 
 // sameAsEncodingJSON checks the codec against encoding/json on b: both
