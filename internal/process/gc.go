@@ -14,15 +14,12 @@ const ConsumerGCPercent = 400
 
 // applyGCDefault sets ConsumerGCPercent for a standalone consumer process
 // unless GOGC is set (the operator's choice, read by the runtime itself).
-// It returns the GOGC in effect when it changed it, else -1.
-func applyGCDefault(service string, getenv func(string) string) int {
+func applyGCDefault(service string, getenv func(string) string) {
 	if getenv("GOGC") != "" {
-		return -1
+		return
 	}
 	switch service {
 	case AIConsumer, Relay:
 		debug.SetGCPercent(ConsumerGCPercent)
-		return ConsumerGCPercent
 	}
-	return -1
 }
