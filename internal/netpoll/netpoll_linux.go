@@ -2,14 +2,28 @@ package netpoll
 
 import (
 	"errors"
+	"os"
 	"sync"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
 
 // Poller is one epoll instance and the goroutine waiting on it.
+//
+// The goroutine does not block in epoll_wait: the epoll descriptor is itself
+// registered with Go's network poller (an epoll descriptor is readable while
+// it has events), and the goroutine parks there like any socket reader, then
+// collects the events with a wait that does not block. A blocking epoll_wait
+// holds an OS thread in a system call; the runtime takes its P away after
+// 20 µs and wakes another thread to run it, and hands one back when the call
+// returns — two thread wake-ups per readiness report, which on the gateway
+// (one report per client message) cost more than the report itself
+// (docs/performance.md, "the fourth round").
 type Poller struct {
 	epfd    int
+	file    *os.File        // owns epfd: closing it wakes the goroutine
+	rc      syscall.RawConn // file's, for the parked wait
 	oneshot bool
 
 	mu       sync.Mutex
@@ -28,7 +42,18 @@ func New(oneshot bool) (*Poller, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Poller{epfd: fd, oneshot: oneshot, handlers: map[int]Handler{}, stop: make(chan struct{}), done: make(chan struct{})}
+	// Non-blocking, so os.NewFile registers it with the runtime's poller.
+	if err := unix.SetNonblock(fd, true); err != nil {
+		_ = unix.Close(fd)
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), "epoll")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	p := &Poller{epfd: fd, file: f, rc: rc, oneshot: oneshot, handlers: map[int]Handler{}, stop: make(chan struct{}), done: make(chan struct{})}
 	go p.run()
 	return p, nil
 }
@@ -89,18 +114,9 @@ func (p *Poller) run() {
 	defer close(p.done)
 	events := make([]unix.EpollEvent, 256)
 	for {
-		select {
-		case <-p.stop:
-			return
-		default:
-		}
-		// A bounded wait, so Close is noticed without a wake-up descriptor.
-		n, err := unix.EpollWait(p.epfd, events, 100)
+		n, err := p.wait(events)
 		if err != nil {
-			if errors.Is(err, unix.EINTR) {
-				continue
-			}
-			return
+			return // closed
 		}
 		for i := range n {
 			p.mu.Lock()
@@ -115,6 +131,31 @@ func (p *Poller) run() {
 	}
 }
 
+// wait returns the next events, parking the goroutine in the runtime's
+// poller while there are none. It fails once the poller is closed.
+func (p *Poller) wait(events []unix.EpollEvent) (int, error) {
+	for {
+		var n int
+		var werr error
+		err := p.rc.Read(func(fd uintptr) bool {
+			n, werr = unix.EpollWait(int(fd), events, 0)
+			// Nothing ready: park until the descriptor is readable. The
+			// runtime's registration is edge-triggered, but an event that
+			// arrives between this wait and the park still wakes it.
+			return werr != nil || n > 0
+		})
+		switch {
+		case err != nil:
+			return 0, err
+		case errors.Is(werr, unix.EINTR):
+			continue
+		case werr != nil:
+			return 0, werr
+		}
+		return n, nil
+	}
+}
+
 // Close stops the poller; its sockets are not closed.
 func (p *Poller) Close() error {
 	select {
@@ -123,6 +164,9 @@ func (p *Poller) Close() error {
 	default:
 	}
 	close(p.stop)
+	// Closing the file wakes the parked wait; the descriptor itself is
+	// released once that wait has returned.
+	err := p.file.Close()
 	<-p.done
-	return unix.Close(p.epfd)
+	return err
 }

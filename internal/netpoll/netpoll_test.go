@@ -2,6 +2,9 @@ package netpoll
 
 import (
 	"net"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -125,4 +128,39 @@ func TestFDNeedsASocket(t *testing.T) {
 	if _, err := FD(a); err == nil {
 		t.Fatal("FD of a pipe end without a descriptor: want an error")
 	}
+}
+
+// TestIdlePollersHoldNoThreads: a poller waits parked in the runtime's
+// poller, not in a blocking epoll_wait, which would hold an OS thread per
+// poller (and cost two thread wake-ups per report; netpoll_linux.go).
+func TestIdlePollersHoldNoThreads(t *testing.T) {
+	const pollers = 64
+	before := osThreads(t)
+	for range pollers {
+		watch(t, true)
+	}
+	time.Sleep(50 * time.Millisecond) // every poller's goroutine is waiting by now
+	if after := osThreads(t); after-before >= pollers/2 {
+		t.Fatalf("%d idle pollers: OS threads %d → %d, want no thread per poller", pollers, before, after)
+	}
+}
+
+// osThreads is the process's thread count.
+func osThreads(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Threads:"); ok {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatal("no Threads line in /proc/self/status")
+	return 0
 }
