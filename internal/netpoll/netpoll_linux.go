@@ -31,6 +31,13 @@ type Poller struct {
 
 	stop chan struct{}
 	done chan struct{}
+
+	// Only the poller's goroutine uses these: collect's buffer and results
+	// (fields, so the parked wait allocates nothing).
+	collect func(fd uintptr) bool
+	ready   []unix.EpollEvent
+	n       int
+	werr    error
 }
 
 // New starts a poller. With oneshot, a socket reported readable is not
@@ -53,7 +60,9 @@ func New(oneshot bool) (*Poller, error) {
 		_ = f.Close()
 		return nil, err
 	}
-	p := &Poller{epfd: fd, file: f, rc: rc, oneshot: oneshot, handlers: map[int]Handler{}, stop: make(chan struct{}), done: make(chan struct{})}
+	p := &Poller{epfd: fd, file: f, rc: rc, oneshot: oneshot, handlers: map[int]Handler{}, stop: make(chan struct{}), done: make(chan struct{}),
+		ready: make([]unix.EpollEvent, 256)}
+	p.collect = p.collectEvents
 	go p.run()
 	return p, nil
 }
@@ -112,15 +121,14 @@ func (p *Poller) Len() int {
 
 func (p *Poller) run() {
 	defer close(p.done)
-	events := make([]unix.EpollEvent, 256)
 	for {
-		n, err := p.wait(events)
+		n, err := p.wait()
 		if err != nil {
 			return // closed
 		}
 		for i := range n {
 			p.mu.Lock()
-			h := p.handlers[int(events[i].Fd)]
+			h := p.handlers[int(p.ready[i].Fd)]
 			p.mu.Unlock()
 			// An event can still reach a descriptor removed and reused
 			// meanwhile: handlers must take a spurious Ready calmly.
@@ -133,27 +141,28 @@ func (p *Poller) run() {
 
 // wait returns the next events, parking the goroutine in the runtime's
 // poller while there are none. It fails once the poller is closed.
-func (p *Poller) wait(events []unix.EpollEvent) (int, error) {
+func (p *Poller) wait() (int, error) {
 	for {
-		var n int
-		var werr error
-		err := p.rc.Read(func(fd uintptr) bool {
-			n, werr = unix.EpollWait(int(fd), events, 0)
-			// Nothing ready: park until the descriptor is readable. The
-			// runtime's registration is edge-triggered, but an event that
-			// arrives between this wait and the park still wakes it.
-			return werr != nil || n > 0
-		})
-		switch {
-		case err != nil:
+		if err := p.rc.Read(p.collect); err != nil {
 			return 0, err
-		case errors.Is(werr, unix.EINTR):
-			continue
-		case werr != nil:
-			return 0, werr
 		}
-		return n, nil
+		switch {
+		case errors.Is(p.werr, unix.EINTR):
+			continue
+		case p.werr != nil:
+			return 0, p.werr
+		}
+		return p.n, nil
 	}
+}
+
+// collectEvents takes what is ready without blocking; false (nothing ready) parks
+// the goroutine until the descriptor is readable. The runtime's
+// registration is edge-triggered, but an event that arrives between this
+// wait and the park still wakes it.
+func (p *Poller) collectEvents(fd uintptr) bool {
+	p.n, p.werr = unix.EpollWait(int(fd), p.ready, 0)
+	return p.werr != nil || p.n > 0
 }
 
 // Close stops the poller; its sockets are not closed.

@@ -13,7 +13,7 @@ type readyFunc func()
 
 func (f readyFunc) Ready() { f() }
 
-func tcpPair(t *testing.T) (client, server net.Conn) {
+func tcpPair(t testing.TB) (client, server net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
