@@ -30,14 +30,16 @@ type topology struct {
 	RelayOps string
 }
 
-// serviceEnv is what every service runs with under load: quiet logs, no
-// per-user or per-address quotas, no instance socket cap, the offline model.
+// serviceEnv is what every service runs with under load: the shipped
+// defaults (the log level included: what a message costs is measured with
+// the logs users get) but no per-user or per-address quotas and no instance
+// socket cap (one load generator is 500 users on one address), and the
+// offline model (no model here).
 func serviceEnv(kafka *testinfra.Kafka, redis *testinfra.Redis, partitions int) []string {
 	return []string{
 		"KAFKA_BOOTSTRAP_SERVERS=" + kafka.Bootstrap(),
 		"KAFKA_TOPIC_PARTITIONS=" + strconv.Itoa(partitions),
 		"REDIS_URL=" + redis.URL(),
-		"LOG_LEVEL=warn",
 		"RATE_USER_MESSAGES_PER_MIN=0",
 		"LIMIT_IP_CONNECTS_PER_MIN=0",
 		"LIMIT_USER_SOCKETS=0",
