@@ -23,7 +23,9 @@ package perf
 // Overrides, applied to every selected run: PERF_USERS, PERF_RATE (total
 // msg/s), PERF_DURATION, PERF_DRAIN, PERF_SETTLE, PERF_RAMP (connects/s),
 // PERF_GATEWAYS, PERF_DIRECT (true: loadgen straight to the gateways instead
-// of through nginx), PERF_PROCS (loadgen processes), PERF_SOURCE_IPS,
+// of through nginx), PERF_TRACES (true: every service exports its spans
+// over OTLP/HTTP, as compose ships, to a sink that discards them),
+// PERF_PROCS (loadgen processes), PERF_SOURCE_IPS,
 // PERF_RATES (the ladder's rates), PERF_BIN (a directory of service
 // binaries to run instead of this commit's), PERF_PARTITIONS (default 16), PERF_PROFILE_SECONDS (default 15, capped by
 // the send phase), PERF_MESSAGE_SIZE, PERF_ENV (extra service env, e.g.
@@ -242,6 +244,9 @@ func runScenario(t *testing.T, s scenario, svcDir, loadgenDir, out string) *runR
 	if l := r.Latency; l > 0 {
 		r.Topology += ", L=" + l.String()
 	}
+	if s.Traces {
+		r.Topology += ", traces exported"
+	}
 
 	tp := startTopology(t, s, svcDir)
 	defer tp.saveLogs(dir)
@@ -355,6 +360,9 @@ func runScenario(t *testing.T, s scenario, svcDir, loadgenDir, out string) *runR
 		return r
 	}
 	r.Result = &res
+	if tp.Traces != nil {
+		r.Traces = tp.Traces.note(int64(res.Messages.Answered))
+	}
 	return r
 }
 

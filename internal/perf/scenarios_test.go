@@ -31,6 +31,7 @@ type scenario struct {
 	Partitions     int
 	ProfileSeconds int      // CPU profile length, capped by the send phase
 	Env            []string // added to every service, after the base env
+	Traces         bool     // export every span to a sink (tracesink_test.go), as compose ships
 	ExtraArgs      []string // appended to loadgen's arguments
 }
 
@@ -214,6 +215,13 @@ func applyOverrides(s *scenario) error {
 			return fmt.Errorf("PERF_DIRECT: %q is not a boolean", v)
 		}
 		s.Direct = b
+	}
+	if v := os.Getenv("PERF_TRACES"); v != "" && err == nil {
+		b, e := strconv.ParseBool(v)
+		if e != nil {
+			return fmt.Errorf("PERF_TRACES: %q is not a boolean", v)
+		}
+		s.Traces = b
 	}
 	if v := os.Getenv("PERF_SOURCE_IPS"); v != "" {
 		s.SourceIPs = splitList(v)

@@ -34,6 +34,7 @@ type runResult struct {
 	ProfileSecs   int                  `json:"profile_seconds"`
 	Profiles      []string             `json:"profiles"`
 	ProfileErrors []string             `json:"profile_errors,omitempty"`
+	Traces        string               `json:"traces,omitempty"` // PERF_TRACES: what the sink took
 }
 
 // processOrder is the column order of the CPU tables.
@@ -166,6 +167,9 @@ func summary(header string, runs []*runResult) string {
 		}
 		for _, e := range r.ProfileErrors {
 			fmt.Fprintf(&b, "- profile failed: %s\n", e)
+		}
+		if r.Traces != "" {
+			fmt.Fprintf(&b, "- %s\n", r.Traces)
 		}
 		res := r.Result
 		if res == nil {

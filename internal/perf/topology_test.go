@@ -28,6 +28,7 @@ type topology struct {
 	AIOps    string
 	Relay    *testinfra.Process
 	RelayOps string
+	Traces   *traceSink // PERF_TRACES: where the services export their spans
 }
 
 // serviceEnv is what every service runs with under load: the shipped
@@ -60,7 +61,12 @@ func startTopology(t *testing.T, s scenario, binDir string) *topology {
 		Redis:  testinfra.StartRedis(t),
 		Kafka:  testinfra.StartKafka(t, testinfra.WithPartitions(s.Partitions)),
 	}
-	common := append(serviceEnv(tp.Kafka, tp.Redis, s.Partitions), s.Env...)
+	common := serviceEnv(tp.Kafka, tp.Redis, s.Partitions)
+	if s.Traces {
+		tp.Traces = startTraceSink(t)
+		common = append(common, tp.Traces.env()...)
+	}
+	common = append(common, s.Env...)
 	for i := 1; i <= s.Gateways; i++ {
 		httpAddr, opsAddr := testinfra.FreeAddr(t), testinfra.FreeAddr(t)
 		env := append([]string{
