@@ -16,6 +16,7 @@ import (
 	"github.com/chatrelay/chat/internal/kafka"
 	"github.com/chatrelay/chat/internal/llm"
 	"github.com/chatrelay/chat/internal/protocol"
+	"github.com/chatrelay/chat/internal/telemetry"
 )
 
 // answer asks the model, with the user's recent history as context, and
@@ -171,7 +172,7 @@ func (s *Service) complete(ctx context.Context, in *envelope.Envelope, req llm.R
 			attribute.String("gen_ai.operation.name", "chat"),
 			attribute.String("gen_ai.system", "openai"),
 			attribute.String("gen_ai.request.model", s.model.Name()),
-			attribute.String("correlation_id", in.CorrelationID),
+			telemetry.CorrelationAttr.String(in.CorrelationID),
 			attribute.Int("retry.attempt", kafka.Attempt(ctx)),
 		))
 	defer span.End()

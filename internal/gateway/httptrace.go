@@ -10,6 +10,8 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/chatrelay/chat/internal/telemetry"
 )
 
 // httpTracing starts a server span per request, named by route pattern
@@ -29,7 +31,7 @@ func httpTracing(tracer trace.Tracer, skip ...string) echo.MiddlewareFunc {
 				route = "unmatched"
 			}
 			ctx, span := tracer.Start(ctx, r.Method+" "+route, trace.WithSpanKind(trace.SpanKindServer),
-				trace.WithAttributes(semconv.HTTPRequestMethodKey.String(r.Method), semconv.HTTPRoute(route),
+				telemetry.CorrelationStart(ctx, semconv.HTTPRequestMethodKey.String(r.Method), semconv.HTTPRoute(route),
 					attribute.String("http.request_id", r.Header.Get("X-Request-ID"))))
 			defer span.End()
 			c.SetRequest(r.WithContext(ctx))

@@ -86,9 +86,10 @@ func answerFrame(e *envelope.Envelope) protocol.ServerFrame {
 }
 
 func (c *conn) deliverySpan(e *envelope.Envelope, replayed bool) trace.Span {
+	// The span starts with the correlation id; nothing runs in its context,
+	// so the id is not put there (telemetry.OwnScopePrefix).
 	parent := otel.GetTextMapPropagator().Extract(c.g.base, envelope.Carrier{E: e})
-	ctx := telemetry.WithCorrelationID(parent, e.CorrelationID)
-	_, span := c.g.tracer.Start(ctx, "chat.deliver", trace.WithSpanKind(trace.SpanKindConsumer),
+	_, span := c.g.tracer.Start(parent, "chat.deliver", trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(telemetry.CorrelationAttr.String(e.CorrelationID),
 			attribute.String("messaging.message.id", e.ID), attribute.String("chat.reply_to", e.ReplyTo),
 			attribute.String("chat.instance", c.g.instance), attribute.Bool("chat.replayed", replayed)))

@@ -32,6 +32,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/chatrelay/chat/internal/gopool"
+	"github.com/chatrelay/chat/internal/telemetry"
 )
 
 // tracer makes one client span per pipeline, in the trace of the first
@@ -201,7 +202,7 @@ func (b *Batcher) send(batch []*request) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.Timeout)
 	defer cancel()
-	ctx, span := tracer.Start(ctx, "redis.pipeline", trace.WithSpanKind(trace.SpanKindClient))
+	ctx, span := tracer.Start(ctx, "redis.pipeline", trace.WithSpanKind(trace.SpanKindClient), telemetry.CorrelationStart(ctx))
 	defer span.End()
 	pipe := b.rdb.Pipeline()
 	bounds := make([]int, len(batch)+1)

@@ -175,7 +175,7 @@ func (r *Relay) handle(ctx context.Context, rec *kgo.Record) error {
 	// of a random placeholder.
 	// The producer span is the parent the delivering gateway continues.
 	channel := rediskeys.Live(e.UserID)
-	ctx, span := tracer.Start(ctx, "publish", trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
+	ctx, span := tracer.Start(ctx, "publish", trace.WithSpanKind(trace.SpanKindProducer), telemetry.CorrelationStart(ctx,
 		attribute.String("messaging.system", "redis"), attribute.String("messaging.operation.type", "publish"),
 		attribute.String("messaging.destination.name", channel), attribute.String("messaging.message.id", e.ID)))
 	defer span.End()
