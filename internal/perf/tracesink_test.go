@@ -1,12 +1,18 @@
 package perf
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
+
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
 
 // traceSink stands in for the collector when PERF_TRACES is on: it takes
@@ -57,4 +63,40 @@ func (s *traceSink) note(answered int64) string {
 		per = fmt.Sprintf("%.0f B", float64(b)/float64(answered))
 	}
 	return fmt.Sprintf("traces exported to the sink: %d requests, %.1f MiB (%s per answered message), %d refused", req, float64(b)/(1<<20), per, refused)
+}
+
+// The sink takes what the services' exporter sends — the real OTLP/HTTP
+// exporter, as the services build it from OTEL_EXPORTER_OTLP_ENDPOINT —
+// and answers so that the exporter reports no error; anything else is
+// refused and counted.
+func TestTraceSinkTakesOTLPExports(t *testing.T) {
+	sink := startTraceSink(t)
+	for _, kv := range sink.env() {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+	exp, err := otlptracehttp.New(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	span := tracetest.SpanStub{Name: "op"}.Snapshot()
+	if err := exp.ExportSpans(context.Background(), []sdktrace.ReadOnlySpan{span}); err != nil {
+		t.Fatalf("export to the sink: %v", err)
+	}
+	_ = exp.Shutdown(context.Background())
+	if sink.requests.Load() != 1 || sink.bytes.Load() == 0 {
+		t.Fatalf("sink took %d requests, %d bytes; want 1 request with a body", sink.requests.Load(), sink.bytes.Load())
+	}
+
+	resp, err := http.Get(sink.srv.URL + "/v1/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound || sink.refused.Load() != 1 {
+		t.Fatalf("GET /v1/metrics: status %d, refused %d; want 404, 1", resp.StatusCode, sink.refused.Load())
+	}
+	if note := sink.note(1); !strings.Contains(note, "1 requests") || !strings.Contains(note, "1 refused") {
+		t.Fatalf("note %q", note)
+	}
 }
