@@ -122,6 +122,14 @@ type faultClient struct {
 	notQueued   int
 	answerTimes []time.Time
 	sentAt      map[string]time.Time // client id → when it was sent
+	// unresolved holds the messages sent and neither acknowledged nor
+	// refused yet, by client id, with the connection (gen) they went out
+	// on. Invariant: an entry whose gen is the current one can still be
+	// resolved; one from an earlier connection cannot (an ack goes back on
+	// the connection that sent the message), and a resuming client sends
+	// it again as a new message.
+	unresolved map[string]int
+	gen        int // connections made so far
 	answeredAt  map[string]time.Time // message id → its first answer
 	statuses    int                  // status frames (an answer is late)
 	lastEvent   time.Time
@@ -132,7 +140,7 @@ type faultClient struct {
 }
 
 func newFaultClient(base, user string) *faultClient {
-	return &faultClient{user: user, base: base, acked: map[string]string{}, answers: map[string]map[string]bool{}, errorsFor: map[string]bool{}, sentAt: map[string]time.Time{}, answeredAt: map[string]time.Time{}}
+	return &faultClient{user: user, base: base, acked: map[string]string{}, answers: map[string]map[string]bool{}, errorsFor: map[string]bool{}, sentAt: map[string]time.Time{}, answeredAt: map[string]time.Time{}, unresolved: map[string]int{}}
 }
 
 // run keeps the client connected and sending until sendUntil, then only
@@ -147,6 +155,9 @@ func (c *faultClient) run(ctx context.Context, sendUntil *atomic.Bool) {
 			continue
 		}
 		c.state.Store("connected")
+		c.mu.Lock()
+		gen := c.gen
+		c.mu.Unlock()
 		connCtx, cancel := context.WithCancel(ctx)
 		// Closing on cancel unblocks the reader whatever it is waiting for.
 		go func() { <-connCtx.Done(); _ = conn.Close() }()
@@ -168,6 +179,7 @@ func (c *faultClient) run(ctx context.Context, sendUntil *atomic.Bool) {
 					if err == nil {
 						c.sent++
 						c.sentAt[clientID] = time.Now()
+						c.unresolved[clientID] = gen
 					}
 					c.mu.Unlock()
 				}
@@ -179,6 +191,7 @@ func (c *faultClient) run(ctx context.Context, sendUntil *atomic.Bool) {
 		_ = conn.Close()
 		c.mu.Lock()
 		c.reconnects++
+		c.gen++
 		c.mu.Unlock()
 		sleepCtx(ctx, 100*time.Millisecond)
 	}
@@ -233,6 +246,7 @@ func (c *faultClient) read(conn *websocket.Conn) error {
 			c.cursor = cursor.Max(c.cursor, f.Cursor)
 		case f.Type == "ack":
 			c.acked[f.ID] = f.ClientID
+			delete(c.unresolved, f.ClientID)
 			c.lastEvent = time.Now()
 		case (f.Type == "response" || f.Type == "error") && f.ReplyTo != "":
 			if seen[f.ID] {
@@ -256,6 +270,8 @@ func (c *faultClient) read(conn *websocket.Conn) error {
 			c.statuses++
 		case f.Type == "error":
 			c.notQueued++
+			delete(c.unresolved, f.ClientID)
+			c.lastEvent = time.Now()
 		}
 		c.mu.Unlock()
 	}
@@ -287,12 +303,32 @@ func (c *faultClient) books() books {
 	return b
 }
 
+// pending is what the client still waits for: answers to its acknowledged
+// messages, and an ack or a refusal of what it sent on its open connection.
 func (c *faultClient) pending() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	n := 0
+	n := c.openUnresolvedLocked()
 	for id := range c.acked {
 		if len(c.answers[id]) == 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// openUnresolved counts the messages sent on the open connection and
+// neither acknowledged nor refused.
+func (c *faultClient) openUnresolved() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.openUnresolvedLocked()
+}
+
+func (c *faultClient) openUnresolvedLocked() int {
+	n := 0
+	for _, gen := range c.unresolved {
+		if gen == c.gen {
 			n++
 		}
 	}
@@ -350,8 +386,9 @@ func (s *faultSystem) scenario(t *testing.T, name string, fault func(clients []*
 	time.Sleep(3 * time.Second)
 	sending.Store(false)
 
-	// Done when every ack is answered and nothing (no late ack of a message
-	// the broker took while it was coming back) arrived for 2 s.
+	// Done when every ack is answered, every message sent on an open
+	// connection is acknowledged or refused, and nothing (no late ack of a
+	// message the broker took while it was coming back) arrived for 2 s.
 	deadline := time.Now().Add(drainDeadline)
 	for time.Now().Before(deadline) {
 		pending := 0
@@ -370,6 +407,15 @@ func (s *faultSystem) scenario(t *testing.T, name string, fault func(clients []*
 		time.Sleep(250 * time.Millisecond)
 	}
 	time.Sleep(500 * time.Millisecond) // late duplicates would show up here
+	// Every message gets an ack or a refusal (GATEWAY_PRODUCE_TIMEOUT bounds
+	// the wait for the broker) unless its connection closed first.
+	unresolved := 0
+	for _, c := range clients {
+		unresolved += c.openUnresolved()
+	}
+	if unresolved != 0 {
+		t.Errorf("%s: %d messages sent on open connections were neither acknowledged nor refused within %s", name, unresolved, drainDeadline)
+	}
 	cancel()
 	for _, c := range clients {
 		c.mu.Lock()
@@ -694,7 +740,8 @@ message every ` + sendInterval.String() + ` each through nginx, reconnecting wit
 (resume: the last answer's, or the ready frame's before any answer, as the
 shipped clients do) whenever their socket closes. Each scenario runs 3 s of load, the
 fault, 3 s more load, then waits up to ` + drainDeadline.String() + ` for every acknowledged message
-to be answered.
+to be answered and every message sent on an open connection to be
+acknowledged or refused.
 
 The services run the shipped defaults (session timeout, breaker, retries,
 timeouts, static group membership) except for three documented knobs:
