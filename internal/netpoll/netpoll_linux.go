@@ -15,11 +15,12 @@ import (
 // registered with Go's network poller (an epoll descriptor is readable while
 // it has events), and the goroutine parks there like any socket reader, then
 // collects the events with a wait that does not block. A blocking epoll_wait
-// holds an OS thread in a system call; the runtime takes its P away after
-// 20 µs and wakes another thread to run it, and hands one back when the call
-// returns — two thread wake-ups per readiness report, which on the gateway
-// (one report per client message) cost more than the report itself
-// (docs/performance.md, "the fourth round").
+// holds an OS thread per poller in a system call, and in a busy process the
+// runtime takes the thread's P away while it waits and must find one for it
+// when the call returns: a report waited for other goroutines' turns
+// (BenchmarkReportRoundTrip "busy": about 1 ms a round trip, 25 µs now) and
+// cost thread wake-ups both ways. In an otherwise idle process the blocking
+// wait was a little cheaper (docs/performance.md, "the fourth round").
 type Poller struct {
 	epfd    int
 	file    *os.File        // owns epfd: closing it wakes the goroutine
@@ -124,7 +125,7 @@ func (p *Poller) run() {
 	for {
 		n, err := p.wait()
 		if err != nil {
-			return // closed
+			return // closed, or epoll failed: nothing can be reported any more
 		}
 		for i := range n {
 			p.mu.Lock()
@@ -156,10 +157,10 @@ func (p *Poller) wait() (int, error) {
 	}
 }
 
-// collectEvents takes what is ready without blocking; false (nothing ready) parks
-// the goroutine until the descriptor is readable. The runtime's
-// registration is edge-triggered, but an event that arrives between this
-// wait and the park still wakes it.
+// collectEvents takes what is ready without blocking; false (nothing
+// ready) parks the goroutine until the descriptor is readable. The
+// runtime's registration is edge-triggered, but an event that arrives
+// between this wait and the park still wakes it.
 func (p *Poller) collectEvents(fd uintptr) bool {
 	p.n, p.werr = unix.EpollWait(int(fd), p.ready, 0)
 	return p.werr != nil || p.n > 0
