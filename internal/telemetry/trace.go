@@ -97,7 +97,8 @@ const OwnScopePrefix = "github.com/chatrelay/chat/"
 
 // CorrelationStart is a span start option with attrs and the correlation id
 // of ctx, if it has one. The project's own spans start with the id (see
-// correlationProcessor).
+// correlationProcessor); one that starts with no other attribute is cheaper
+// given it by SetCorrelation once started.
 func CorrelationStart(ctx context.Context, attrs ...attribute.KeyValue) trace.SpanStartOption {
 	if id := CorrelationID(ctx); id != "" {
 		attrs = append(attrs, CorrelationAttr.String(id))
