@@ -111,7 +111,9 @@ func CorrelationStart(ctx context.Context, attrs ...attribute.KeyValue) trace.Sp
 // can be found by correlation id. The project's own spans (OwnScopePrefix)
 // start with it instead: the SDK sizes a span's attributes to those it
 // starts with, so one set here copies them all, and one set twice costs a
-// de-duplication map when the span ends (BenchmarkOwnSpan).
+// de-duplication map when the span ends (BenchmarkOwnSpan). A new span of
+// ours that forgets it fails TestOneTracePerMessage (internal/e2e), which
+// looks for the id on every span of a message's trace.
 type correlationProcessor struct{}
 
 func (correlationProcessor) OnStart(parent context.Context, s sdktrace.ReadWriteSpan) {
