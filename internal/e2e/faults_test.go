@@ -126,10 +126,10 @@ type faultClient struct {
 	// refused yet, by client id, with the connection (gen) they went out
 	// on. Invariant: an entry whose gen is the current one can still be
 	// resolved; one from an earlier connection cannot (an ack goes back on
-	// the connection that sent the message), and a resuming client sends
-	// it again as a new message.
-	unresolved map[string]int
-	gen        int // connections made so far
+	// the connection that sent the message), so the drain waits only for
+	// the former.
+	unresolved  map[string]int
+	gen         int                  // connections made so far
 	answeredAt  map[string]time.Time // message id → its first answer
 	statuses    int                  // status frames (an answer is late)
 	lastEvent   time.Time
