@@ -7,27 +7,25 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/chatrelay/chat/internal/netpoll"
 	"github.com/chatrelay/chat/internal/protocol"
-	"github.com/chatrelay/chat/internal/telemetry"
 )
 
 // socket is the transport of one client connection: reading (on the
 // poller, or on a goroutine), the send queue and its writer, pings, and
 // the close order. It knows frames as bytes; what they mean is its owner's.
 //
-// It costs no goroutine while idle but its reader, which sits in the
-// runtime's netpoller with a small stack: there is no writer goroutine per
-// socket (one is started when frames are queued and ends when the queue is
-// empty) and no ticker (pings come from a runtime timer). The writer owns
-// every write and the final close, so frames from produce callbacks and
-// Redis deliveries never interleave on the wire.
+// It costs no goroutine while idle (the poller watches it) and no ticker
+// (pings come from a runtime timer). Writing is described in writer.go: one
+// writer at a time owns every write and the final close, so frames from
+// produce callbacks, Redis deliveries and pongs never interleave on the
+// wire.
 type socket struct {
 	cfg    *Config
 	m      *metrics
@@ -46,6 +44,7 @@ type socket struct {
 	// deadline would notice a dead client.
 	br       *bufio.Reader
 	netConn  net.Conn
+	rc       syscall.RawConn // nil when netConn has no descriptor: no inline writes
 	fd       int
 	polled   atomic.Bool
 	reading  atomic.Bool
@@ -54,13 +53,16 @@ type socket struct {
 	// qmu guards the send queue and the close order. Invariants: frames
 	// leave the queue in the order they entered it; once closing is set
 	// nothing more is queued and closeWith is fixed (the first reason
-	// wins); at most one writer goroutine runs (writing). The queue is a
-	// slice that is nil while empty, so an idle socket holds no queue
-	// memory.
+	// wins); writing is set while a writer — the writer goroutine, or a
+	// caller writing its frame inline — owns the connection's writes, and
+	// at most one does; while writing is unset the queue is empty. The
+	// queue is a slice that is nil while empty, so an idle socket holds no
+	// queue memory.
 	qmu       sync.Mutex
 	queue     []outFrame
 	live      int // frames in queue that count against WS_SEND_QUEUE
 	writing   bool
+	torn      bool // a text frame is half written: no close frame may follow (the writer's)
 	closing   bool
 	closeWith *protocol.Refusal
 }
@@ -81,16 +83,18 @@ type socketOwner interface {
 	finished(reason string)
 }
 
-// outFrame is one queued frame: data to write, or a ping, or an order to
-// close once everything queued before it is written.
+// outFrame is one queued frame: a text message, or a ping or pong (control,
+// with data as its payload), or an order to close once everything queued
+// before it is written.
 type outFrame struct {
 	data       []byte
+	rest       []byte // what an inline write left of the encoded frame
 	typ        string
 	span       trace.Span
 	acceptedAt time.Time
 	cursor     string // an answer's history cursor
-	ping       bool
-	bounded    bool // counts against WS_SEND_QUEUE
+	control    int    // websocket.PingMessage or PongMessage
+	bounded    bool   // counts against WS_SEND_QUEUE
 	closeWith  *protocol.Refusal
 }
 
@@ -101,12 +105,27 @@ func newSocket(cfg *Config, m *metrics, poller *netpoll.Poller, owner socketOwne
 // attach gives the socket its connection.
 func (s *socket) attach(ws *websocket.Conn, br *bufio.Reader) {
 	s.ws, s.br, s.netConn = ws, br, ws.NetConn()
+	if sc, ok := s.netConn.(syscall.Conn); ok {
+		s.rc, _ = sc.SyscallConn()
+	}
 	s.lastSeen.Store(time.Now().UnixNano())
 	ws.SetReadLimit(s.cfg.ReadLimit)
 	_ = ws.SetReadDeadline(time.Now().Add(s.cfg.PongTimeout))
 	ws.SetPongHandler(func(string) error {
 		s.lastSeen.Store(time.Now().UnixNano())
 		return ws.SetReadDeadline(time.Now().Add(s.cfg.PongTimeout))
+	})
+	// gorilla answers the pings and close frames it reads by writing from
+	// the reader; here every write is the writer's (writer.go), so a ping's
+	// pong is queued, and a client's close frame, whatever its code, closes
+	// the socket as ClientClosed (the writer answers it with 1000).
+	ws.SetPingHandler(func(payload string) error {
+		s.enqueue(outFrame{control: websocket.PongMessage, data: []byte(payload)}, false)
+		return nil
+	})
+	ws.SetCloseHandler(func(int, string) error {
+		s.terminate(&protocol.ClientClosed)
+		return nil
 	})
 }
 
@@ -248,9 +267,7 @@ func (s *socket) readFrame() error {
 		for i := range n {
 			payload[i] = frame[6+i] ^ frame[2+i%4]
 		}
-		if err := s.ws.WriteControl(websocket.PongMessage, payload, time.Now().Add(s.cfg.WriteTimeout)); err != nil {
-			s.terminate(&protocol.WriteError)
-		}
+		s.enqueue(outFrame{control: websocket.PongMessage, data: payload}, false)
 	}
 	_, _ = s.br.Discard(6 + n)
 	return nil
@@ -270,51 +287,6 @@ func (s *socket) terminateOnReadError(err error) {
 		s.terminate(&protocol.PongTimeout)
 	default:
 		s.terminate(&protocol.ReadError)
-	}
-}
-
-// enqueue hands f to the writer without blocking, starting one if none
-// runs. A live frame (bounded) over WS_SEND_QUEUE means the client does not
-// keep up: it is closed (it can reconnect and resume) rather than let it
-// hold memory or slow anyone else. Replayed answers are not bounded here:
-// a replay is bounded by the history's length.
-func (s *socket) enqueue(f outFrame, bounded bool) {
-	s.qmu.Lock()
-	if s.closing {
-		s.qmu.Unlock()
-		s.drop(f, dropClosed)
-		return
-	}
-	if bounded && s.live >= s.cfg.SendQueue {
-		s.qmu.Unlock()
-		s.drop(f, protocol.SlowConsumer.Reason)
-		s.terminate(&protocol.SlowConsumer)
-		return
-	}
-	if bounded {
-		s.live++
-	}
-	f.bounded = bounded
-	s.queue = append(s.queue, f)
-	s.startWriterLocked()
-	s.qmu.Unlock()
-}
-
-func (s *socket) startWriterLocked() {
-	if !s.writing {
-		s.writing = true
-		go s.writeLoop()
-	}
-}
-
-func (s *socket) drop(f outFrame, reason string) {
-	if f.data == nil {
-		return
-	}
-	s.m.dropped.WithLabelValues(reason).Inc()
-	if f.span != nil {
-		f.span.SetStatus(codes.Error, "not delivered: "+reason)
-		f.span.End()
 	}
 }
 
@@ -362,96 +334,6 @@ func (s *socket) ping() {
 	if !s.owner.tick() {
 		return
 	}
-	s.enqueue(outFrame{ping: true}, false)
+	s.enqueue(outFrame{control: websocket.PingMessage}, false)
 	s.pinger.Reset(s.tickAfter(s.cfg.PingInterval))
-}
-
-// writeLoop writes the queue in order and ends when it is empty; after
-// terminate it sends the close frame, closes the socket and drops what is
-// left.
-func (s *socket) writeLoop() {
-	for {
-		s.qmu.Lock()
-		if s.closing {
-			left := s.queue
-			s.queue, s.live = nil, 0
-			s.qmu.Unlock()
-			for _, f := range left {
-				s.drop(f, dropClosed)
-			}
-			s.closeSocket()
-			return
-		}
-		if len(s.queue) == 0 {
-			s.queue = nil // an idle socket keeps no queue memory
-			s.writing = false
-			s.qmu.Unlock()
-			return
-		}
-		f := s.queue[0]
-		s.queue[0] = outFrame{}
-		s.queue = s.queue[1:]
-		if f.bounded {
-			s.live--
-		}
-		s.qmu.Unlock()
-		s.writeOne(f)
-	}
-}
-
-func (s *socket) writeOne(f outFrame) {
-	switch {
-	case f.closeWith != nil:
-		s.terminate(f.closeWith)
-	case f.ping:
-		if err := s.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(s.cfg.WriteTimeout)); err != nil {
-			s.terminate(&protocol.WriteError)
-		}
-	default:
-		if err := s.write(f); err != nil {
-			s.drop(f, protocol.WriteError.Reason)
-			s.terminate(&protocol.WriteError)
-		}
-	}
-}
-
-// closeSocket sends the close frame (unless the connection already failed)
-// and closes; it runs once, on the writer that found closing set.
-func (s *socket) closeSocket() {
-	if s.ws == nil {
-		// Never attached (refused before the upgrade finished): the
-		// handshake cleans up.
-		close(s.closed)
-		return
-	}
-	if r := s.closeWith; r.Code != protocol.CloseAbnormal {
-		_ = s.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(r.Code, r.Message), time.Now().Add(time.Second))
-	}
-	polled := s.polled.Load()
-	if polled {
-		s.poller.Remove(s.fd, s)
-	}
-	_ = s.ws.Close()
-	close(s.closed)
-	if polled {
-		s.finish() // no reader goroutine is waiting to do it
-	}
-}
-
-func (s *socket) write(f outFrame) error {
-	_ = s.ws.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
-	if err := s.ws.WriteMessage(websocket.TextMessage, f.data); err != nil {
-		return err
-	}
-	s.m.frames.WithLabelValues("out", f.typ).Inc()
-	if !f.acceptedAt.IsZero() {
-		telemetry.ObserveWithTrace(s.m.e2e, time.Since(f.acceptedAt).Seconds(), f.span)
-	}
-	if f.span != nil {
-		f.span.End()
-	}
-	if f.cursor != "" {
-		s.owner.written(f.cursor)
-	}
-	return nil
 }

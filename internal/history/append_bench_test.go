@@ -6,13 +6,13 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/chatrelay/chat/internal/redisbatch"
+	"github.com/chatrelay/chat/internal/testinfra"
 )
 
 // BenchmarkAppendPublish is the relay's Redis step from many lanes at once
@@ -76,7 +76,7 @@ func benchDirectAndBatched(b *testing.B, rdb redis.UniversalClient, setup func(m
 			var n atomic.Int64
 			b.SetParallelism(64)
 			b.ReportAllocs()
-			cpu0, srv0 := processCPU(), serverCPU(b, rdb)
+			cpu0, srv0 := testinfra.ProcessCPU(b), serverCPU(b, rdb)
 			b.ResetTimer()
 			if strings.HasPrefix(mode, "idle_") {
 				ctx := context.Background()
@@ -97,17 +97,10 @@ func benchDirectAndBatched(b *testing.B, rdb redis.UniversalClient, setup func(m
 				})
 			}
 			b.StopTimer()
-			b.ReportMetric((processCPU()-cpu0).Seconds()*1e6/float64(b.N), "client-µs/op")
+			b.ReportMetric((testinfra.ProcessCPU(b)-cpu0).Seconds()*1e6/float64(b.N), "client-µs/op")
 			b.ReportMetric((serverCPU(b, rdb)-srv0).Seconds()*1e6/float64(b.N), "server-µs/op")
 		})
 	}
-}
-
-// processCPU is this process's user+system CPU time.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // serverCPU is redis-server's user+system CPU time (INFO cpu).

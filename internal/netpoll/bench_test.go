@@ -1,10 +1,9 @@
 package netpoll
 
 import (
-	"runtime"
-	"syscall"
 	"testing"
-	"time"
+
+	"github.com/chatrelay/chat/internal/testinfra"
 )
 
 // BenchmarkReportRoundTrip is one readiness report's round trip, as a
@@ -20,18 +19,7 @@ func BenchmarkReportRoundTrip(b *testing.B) {
 	// other sockets do; the runtime then takes a P blocked in a system
 	// call away sooner. Its CPU is in cpu-ns/op: compare ns/op.
 	b.Run("busy", func(b *testing.B) {
-		stop := make(chan struct{})
-		defer close(stop)
-		go func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-					runtime.Gosched()
-				}
-			}
-		}()
+		defer testinfra.KeepAPBusy()()
 		reportRoundTrips(b)
 	})
 }
@@ -64,7 +52,7 @@ func reportRoundTrips(b *testing.B) {
 	msg, buf := []byte("message"), make([]byte, 64)
 	b.ReportAllocs()
 	b.ResetTimer()
-	cpu := processCPU(b)
+	cpu := testinfra.ProcessCPU(b)
 	for range b.N {
 		if _, err := client.Write(msg); err != nil {
 			b.Fatal(err)
@@ -73,14 +61,5 @@ func reportRoundTrips(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	b.ReportMetric(float64(processCPU(b)-cpu)/float64(b.N), "cpu-ns/op")
-}
-
-// processCPU is the user and system time of every thread so far.
-func processCPU(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	b.ReportMetric(float64(testinfra.ProcessCPU(b)-cpu)/float64(b.N), "cpu-ns/op")
 }
