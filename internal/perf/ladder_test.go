@@ -41,6 +41,15 @@ func TestLadderKnee(t *testing.T) {
 	if got := ladderTable(cases[2].runs); !strings.Contains(got, "| 500 | 10000 | 10000 | 0 | 0 | 5.0 | 8.0 | 2.00 | 0.00 | 0.50 |") {
 		t.Errorf("per-message CPU wrong:\n%s", got)
 	}
+	// loadgen exited before the send window's last sample: its share is
+	// its whole CPU (exit status) less what it used while the sockets
+	// opened. 2 s over 10,000 answers: 0.20 ms each.
+	r := rung(500, 10000, 0, 8)
+	r.LoadgenCPU = 2.5
+	r.Windows["ramp"] = cpuWindow{Seconds: 1, CPU: map[string]float64{"loadgen": 0.5}}
+	if got := ladderTable([]*runResult{r}); !strings.Contains(got, "| 0.00 | 0.00 | 0.00 | 0.20 | 2.70 |") {
+		t.Errorf("loadgen's share from its exit status wrong:\n%s", got)
+	}
 	if ladderTable([]*runResult{{Name: "smoke"}}) != "" {
 		t.Error("a table without ladder runs")
 	}
