@@ -97,13 +97,12 @@ func (s *socket) writeInline(f outFrame) {
 	case n == len(frame):
 		s.sent(f)
 	}
+	dropped := false
 	s.qmu.Lock()
-	defer s.qmu.Unlock()
 	if err == nil && n < len(frame) {
 		f.rest = frame[n:]
 		if s.closing {
-			s.torn = n > 0
-			defer s.drop(f, dropClosed)
+			s.torn, dropped = n > 0, true
 		} else {
 			// The rest goes first: nothing queued meanwhile may pass it.
 			if f.bounded {
@@ -114,9 +113,13 @@ func (s *socket) writeInline(f outFrame) {
 	}
 	if len(s.queue) == 0 && !s.closing {
 		s.writing = false
-		return
+	} else {
+		goWrite(s)
 	}
-	goWrite(s)
+	s.qmu.Unlock()
+	if dropped {
+		s.drop(f, dropClosed)
+	}
 }
 
 // writeNonblocking makes one write(2) of b. The descriptor is non-blocking

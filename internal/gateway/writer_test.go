@@ -16,6 +16,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/chatrelay/chat/internal/config"
 	"github.com/chatrelay/chat/internal/protocol"
 	"github.com/chatrelay/chat/internal/testinfra"
 )
@@ -58,7 +59,8 @@ type writerRig struct {
 }
 
 // newWriterRig connects a client to an attached socket. small gives both
-// ends the smallest buffers the kernel allows, so a large frame fills them.
+// ends the smallest buffers the kernel allows, so a large frame fills them;
+// writeTimeout 0 keeps the shipped WS_WRITE_TIMEOUT.
 func newWriterRig(t testing.TB, small bool, writeTimeout time.Duration) *writerRig {
 	t.Helper()
 	starts := &atomic.Int32{}
@@ -88,7 +90,15 @@ func newWriterRig(t testing.TB, small bool, writeTimeout time.Duration) *writerR
 	if small {
 		_ = ws.NetConn().(*net.TCPConn).SetWriteBuffer(1)
 	}
-	cfg := &Config{SendQueue: 16, WriteTimeout: writeTimeout, PongTimeout: time.Minute, PingInterval: time.Minute, ReadLimit: 1 << 20}
+	// The shipped settings (WS_*), but WS_WRITE_TIMEOUT where a test says
+	// why it needs another.
+	cfg := &Config{}
+	if err := config.LoadFrom(cfg, map[string]string{"AUTH_SECRET": strings.Repeat("s", 32)}); err != nil {
+		t.Fatal(err)
+	}
+	if writeTimeout > 0 {
+		cfg.WriteTimeout = writeTimeout
+	}
 	owner := &writerOwner{done: make(chan string, 1)}
 	s := newSocket(cfg, newMetrics(prometheus.NewRegistry(), func() float64 { return 0 }, 1), nil, owner)
 	s.attach(ws, nil)
@@ -135,7 +145,7 @@ func (r *writerRig) writerIdle(t *testing.T) {
 // A frame queued while nothing else is goes out on the caller's goroutine:
 // no writer goroutine is started for it.
 func TestInlineWriteStartsNoGoroutine(t *testing.T) {
-	r := newWriterRig(t, false, time.Second)
+	r := newWriterRig(t, false, 0)
 	for i, want := range []string{"one", "two", "three"} {
 		r.s.enqueue(textOut([]byte(want)), true)
 		if _, p := r.read(t); string(p) != want {
@@ -151,7 +161,7 @@ func TestInlineWriteStartsNoGoroutine(t *testing.T) {
 // leaves before the frames queued meanwhile and the pong for a ping read
 // meanwhile.
 func TestHalfWrittenFrameLeavesFirst(t *testing.T) {
-	r := newWriterRig(t, true, 10*time.Second)
+	r := newWriterRig(t, true, 0)
 	big := bytes.Repeat([]byte("x"), 1<<20)
 	// Queued while the kernel takes its part of the big frame.
 	r.s.rc = hookedRawConn{RawConn: r.s.rc, after: func() {
@@ -188,7 +198,7 @@ func TestHalfWrittenFrameLeavesFirst(t *testing.T) {
 // The socket terminates while a caller writes inline: the frame, whole,
 // comes before the close frame, which the writer started afterwards sends.
 func TestTerminateDuringInlineWrite(t *testing.T) {
-	r := newWriterRig(t, false, time.Second)
+	r := newWriterRig(t, false, 0)
 	r.s.rc = hookedRawConn{RawConn: r.s.rc, before: func() { r.s.terminate(&protocol.Shutdown) }}
 	r.s.enqueue(textOut([]byte("last")), true)
 	if _, p := r.read(t); string(p) != "last" {
@@ -222,7 +232,7 @@ func TestHalfWrittenFrameGetsNoCloseFrame(t *testing.T) {
 		{"abort while the rest waits", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := newWriterRig(t, true, 10*time.Second)
+			r := newWriterRig(t, true, 0)
 			if tc.stop != nil {
 				tc.stop(r)
 			}
@@ -251,6 +261,8 @@ func TestHalfWrittenFrameGetsNoCloseFrame(t *testing.T) {
 // The writer goroutine writes with a deadline; an inline write after that
 // deadline has passed must not fail on it.
 func TestInlineWriteAfterAWriterDeadline(t *testing.T) {
+	// A short WS_WRITE_TIMEOUT, so the writer's deadline passes within the
+	// test instead of after the shipped 10 s.
 	r := newWriterRig(t, false, 50*time.Millisecond)
 	r.s.enqueue(outFrame{control: websocket.PingMessage}, false) // written by a writer, with a deadline
 	r.writerIdle(t)
@@ -282,7 +294,7 @@ func BenchmarkSocketSend(b *testing.B) {
 	for _, path := range []string{"inline", "goroutine"} {
 		for _, load := range []string{"idle", "busy"} {
 			b.Run(path+"/"+load, func(b *testing.B) {
-				r := newWriterRig(b, false, time.Second)
+				r := newWriterRig(b, false, 0)
 				if path == "goroutine" {
 					r.s.rc = nil
 				}
