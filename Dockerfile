@@ -48,6 +48,14 @@ RUN test -x "/usr/local/bin/${SERVICE}" \
 ENV SERVICE=${SERVICE} \
     HTTP_ADDR=:8080 \
     OPS_ADDR=:9090
+# Keeps the Go runtime's system monitor from sleeping deeply and being
+# woken by the next system call, which a service handling a message every
+# few hundred microseconds paid per message: 9–23% of the gateways' CPU at
+# 1,000–2,000 msg/s, less for the consumers (internal/process/sysmon.go,
+# docs/performance.md).
+# The trace it names is printed to stderr at most every 24.8 days. Keep it
+# when setting GODEBUG for anything else (comma-separated).
+ENV GODEBUG=schedtrace=2147483647
 
 USER 10001:10001
 # 8080: websocket-server's public listener; 9090: /metrics /healthz /readyz.

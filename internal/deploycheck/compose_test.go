@@ -14,6 +14,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
 
+	"github.com/chatrelay/chat/internal/process"
 	"github.com/chatrelay/chat/internal/testinfra"
 )
 
@@ -449,6 +450,8 @@ func TestComposeFilesHaveNoVersion(t *testing.T) {
 var (
 	dockerfileFrom = regexp.MustCompile(`(?mi)^FROM\s+(?:--\S+\s+)*(\S+)`)
 	dockerfileUser = regexp.MustCompile(`(?mi)^USER\s+(\S+)`)
+	// One ENV line of its own, as the Dockerfile has it.
+	dockerfileGODEBUG = regexp.MustCompile(`(?m)^ENV\s+GODEBUG=(\S+)\s*$`)
 )
 
 // TestDockerfile checks what the compose checks cannot see inside the
@@ -483,5 +486,10 @@ func TestDockerfile(t *testing.T) {
 	}
 	if !regexp.MustCompile(`(?m)^ENTRYPOINT\s`).MatchString(final) {
 		t.Error("final stage has no ENTRYPOINT")
+	}
+	// The runtime setting the performance figures are measured with
+	// (process.SysmonGODEBUG, which the perf harness sets too).
+	if m := dockerfileGODEBUG.FindStringSubmatch(final); m == nil || m[1] != process.SysmonGODEBUG {
+		t.Errorf("final stage sets GODEBUG %q, want ENV GODEBUG=%s (internal/process/sysmon.go)", m, process.SysmonGODEBUG)
 	}
 }

@@ -1,0 +1,30 @@
+package process
+
+// SysmonGODEBUG is the GODEBUG setting the shipped images run every service
+// with (the Dockerfile's ENV; internal/deploycheck keeps the two equal), and
+// the performance harness too. It is read by the Go runtime at start, so it
+// cannot be a default in code as ConsumerGCPercent is: a binary run outside
+// the images needs it in its environment.
+//
+// Why: Go's system monitor (sysmon) sleeps deeply while all of a process's
+// processors (Ps) are idle, and the next system call wakes it (a futex wake
+// and a thread switch); it then polls every 20 µs for at least a
+// millisecond before it backs off. A service that gets a message every few
+// hundred microseconds goes idle and busy again around each one, so it pays
+// that wake-up and those polls per message. Measured on the project's
+// two-core machine at 1,000 msg/s (docs/performance.md, "the sixth round"):
+// sysmon was 3.0% of all the machine's CPU in the gateways, 1.9% in the
+// ai-consumer and 1.3% in the relay, and 0.15 / 0.09 / 0.09% with this
+// setting; the gateways' CPU per message fell 9–23% (mean 14–16%) at 1,000
+// and 2,000 msg/s, the consumers' 0–8%, and every service's about a fifth
+// at 50 msg/s. (golang/go#18236 reports the same cost elsewhere.)
+//
+// How: with schedtrace set, sysmon never sleeps deeply — it must stay awake
+// to print the scheduler trace (runtime/proc.go, sysmon) — and so backs off
+// to its 10 ms poll and stays there while there is nothing to retake. The
+// interval is the largest the runtime accepts, 2³¹−1 ms (24.8 days): the
+// one-line trace goes to standard error, the logs' stream being standard
+// output, once at start on a host up longer than that and then every 24.8
+// days. An idle process pays about 2.5 ms of CPU a second more (sysmon
+// polling at 10 ms instead of sleeping).
+const SysmonGODEBUG = "schedtrace=2147483647"
