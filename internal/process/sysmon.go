@@ -26,5 +26,10 @@ package process
 // one-line trace goes to standard error, the logs' stream being standard
 // output, once at start on a host up longer than that and then every 24.8
 // days. An idle process pays about 2.5 ms of CPU a second more (sysmon
-// polling at 10 ms instead of sleeping).
+// polling at 10 ms instead of sleeping). And a goroutine blocked in a
+// system call that does not go through the network poller (a log line
+// written to a full pipe) keeps its P for up to about 10 ms before sysmon
+// hands the P to another thread, not about 20 µs: with two or more Ps the
+// others run on meanwhile; with one (a one-CPU container) the process
+// waits. The services make no such call per message.
 const SysmonGODEBUG = "schedtrace=2147483647"
