@@ -51,7 +51,7 @@ ENV SERVICE=${SERVICE} \
 # Keeps the Go runtime's system monitor from sleeping deeply and being
 # woken by the next system call, which a service handling a message every
 # few hundred microseconds paid per message: 9–23% of the gateways' CPU at
-# 1,000–2,000 msg/s, less for the consumers (internal/process/sysmon.go,
+# 1,000–2,000 msg/s, less for the consumers (internal/config/runtime.go,
 # docs/performance.md).
 # The trace it names is printed to stderr at most every 24.8 days. Keep it
 # when setting GODEBUG for anything else (comma-separated).

@@ -14,7 +14,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
 
-	"github.com/chatrelay/chat/internal/process"
+	"github.com/chatrelay/chat/internal/config"
 	"github.com/chatrelay/chat/internal/testinfra"
 )
 
@@ -487,9 +487,9 @@ func TestDockerfile(t *testing.T) {
 	if !regexp.MustCompile(`(?m)^ENTRYPOINT\s`).MatchString(final) {
 		t.Error("final stage has no ENTRYPOINT")
 	}
-	// The runtime setting the performance figures are measured with
-	// (process.SysmonGODEBUG, which the perf harness sets too).
-	if m := dockerfileGODEBUG.FindStringSubmatch(final); m == nil || m[1] != process.SysmonGODEBUG {
-		t.Errorf("final stage sets GODEBUG %q, want ENV GODEBUG=%s (internal/process/sysmon.go)", m, process.SysmonGODEBUG)
+	// The runtime setting the tests run the services with (testinfra) and
+	// the performance figures are measured with.
+	if m := dockerfileGODEBUG.FindStringSubmatch(final); m == nil || m[1] != config.SysmonGODEBUG {
+		t.Errorf("final stage sets GODEBUG %q, want ENV GODEBUG=%s (internal/config/runtime.go)", m, config.SysmonGODEBUG)
 	}
 }

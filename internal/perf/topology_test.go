@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chatrelay/chat/internal/process"
 	"github.com/chatrelay/chat/internal/testinfra"
 )
 
@@ -34,13 +33,13 @@ type topology struct {
 
 // serviceEnv is what every service runs with under load: the shipped
 // defaults (the log level included: what a message costs is measured with
-// the logs users get, and the images' GODEBUG) but no per-user or
-// per-address quotas and no instance socket cap (one load generator is 500
-// users on one address), and the offline model (no model here).
-// PERF_ENV="GODEBUG=" measures without the GODEBUG setting.
+// the logs users get; and the images' GODEBUG, which testinfra.Process
+// gives every service — PERF_ENV="GODEBUG=" measures without it) but no
+// per-user or per-address quotas and no instance socket cap (one load
+// generator is 500 users on one address), and the offline model (no model
+// here).
 func serviceEnv(kafka *testinfra.Kafka, redis *testinfra.Redis, partitions int) []string {
 	return []string{
-		"GODEBUG=" + process.SysmonGODEBUG,
 		"KAFKA_BOOTSTRAP_SERVERS=" + kafka.Bootstrap(),
 		"KAFKA_TOPIC_PARTITIONS=" + strconv.Itoa(partitions),
 		"REDIS_URL=" + redis.URL(),

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/chatrelay/chat/internal/config"
 )
 
 var (
@@ -191,7 +193,8 @@ func (p *Process) Start() {
 		p.t.Fatal(err)
 	}
 	cmd := exec.Command(p.path)
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, p.env...)
+	// The images' GODEBUG first, so a test's own GODEBUG (later) wins.
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "GODEBUG=" + config.SysmonGODEBUG}, p.env...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

@@ -1,10 +1,11 @@
-package process
+package config
 
 // SysmonGODEBUG is the GODEBUG setting the shipped images run every service
 // with (the Dockerfile's ENV; internal/deploycheck keeps the two equal), and
-// the performance harness too. It is read by the Go runtime at start, so it
-// cannot be a default in code as ConsumerGCPercent is: a binary run outside
-// the images needs it in its environment.
+// so every service process a test starts (testinfra.Process) unless the test
+// sets GODEBUG itself. It is read by the Go runtime at start, so it cannot
+// be a default in code as the consumers' GOGC is (process.ConsumerGCPercent):
+// a binary run outside the images needs it in its environment.
 //
 // Why: Go's system monitor (sysmon) sleeps deeply while all of a process's
 // processors (Ps) are idle, and the next system call wakes it (a futex wake
