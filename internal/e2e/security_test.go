@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -14,6 +15,8 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/common/expfmt"
 
+	"github.com/chatrelay/chat/internal/protocol"
+	"github.com/chatrelay/chat/internal/rediskeys"
 	"github.com/chatrelay/chat/internal/testinfra"
 )
 
@@ -146,6 +149,27 @@ func TestSecurityRefusals(t *testing.T) {
 		// Burst 5 plus at most one refill (6/min) across both instances.
 		if acks < 5 || acks > 6 || acks+limited != 20 {
 			t.Fatalf("%d accepted, %d limited across two instances; want 5-6 accepted", acks, limited)
+		}
+		stillServes(t)
+	})
+
+	t.Run("spent daily budget, on both instances", func(t *testing.T) {
+		rdb := redisClient(t, s)
+		ctx := context.Background()
+		// The shipped LIMIT_USER_TOKENS_PER_DAY, spent today (and tomorrow,
+		// should the test straddle a UTC midnight).
+		for _, day := range []time.Time{time.Now(), time.Now().Add(24 * time.Hour)} {
+			if err := rdb.Set(ctx, rediskeys.DailyTokens("spent", day), 200000, time.Hour).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, base := range s.WSBases {
+			c := testinfra.DialChat(t, base, testSecret, "spent")
+			_ = c.Send("one more?", "")
+			f, err := c.Next(wait)
+			if err != nil || f.Type != "error" || f.Message != protocol.FrameTokenBudget.Message {
+				t.Fatalf("%s: got %+v %v, want the budget's refusal %q", base, f, err, protocol.FrameTokenBudget.Message)
+			}
 		}
 		stillServes(t)
 	})

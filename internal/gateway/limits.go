@@ -13,9 +13,10 @@ import (
 // The limits the gateway applies, as the small interfaces it uses (the
 // ratelimit package implements them on Redis; tests fake them).
 
-// MessageRate is the user's message rate across instances.
-type MessageRate interface {
-	Allow(ctx context.Context, userID string) (ratelimit.Result, error)
+// MessageLimits are the limits every message of a user meets: the user's
+// message rate across instances and daily token budget, decided together.
+type MessageLimits interface {
+	Check(ctx context.Context, userID string) (ratelimit.Verdict, error)
 }
 
 // ConnectRate is the per-address rate of connection attempts.
@@ -30,11 +31,6 @@ type SocketSlots interface {
 	Release(ctx context.Context, userID, connID string) error
 }
 
-// TokenBudget is what the user may still spend on the model today.
-type TokenBudget interface {
-	Remaining(ctx context.Context, userID string) (int64, error)
-}
-
 // InstanceSlots bounds the sockets of this instance.
 type InstanceSlots interface {
 	TryAcquire() bool
@@ -43,15 +39,14 @@ type InstanceSlots interface {
 
 // limits are every limit the gateway applies.
 type limits struct {
-	Messages   MessageRate
+	Messages   MessageLimits
 	IPConnects ConnectRate
 	Sockets    SocketSlots
-	Tokens     TokenBudget
 	Instance   InstanceSlots
 }
 
 func limitsOf(l *ratelimit.Limiters) limits {
-	return limits{Messages: l.Messages, IPConnects: l.IPConnects, Sockets: l.Sockets, Tokens: l.Tokens, Instance: l.Instance}
+	return limits{Messages: l.Messages, IPConnects: l.IPConnects, Sockets: l.Sockets, Instance: l.Instance}
 }
 
 // Label values of chat_gateway_limited_total the gateway counts itself.
@@ -64,21 +59,21 @@ const (
 // overLimit checks the user's message rate (shared by every instance) and
 // daily token budget. When Redis cannot answer, the message goes through:
 // refusing every message during a Redis blip would hurt more than a few
-// unmetered ones (counted in chat_ratelimit_errors_total).
+// unmetered ones (counted in chat_ratelimit_errors_total, once for each
+// limit left undecided).
 func (g *Gateway) overLimit(ctx context.Context, userID string) (*protocol.Refusal, []any) {
-	res, err := g.lim.Messages.Allow(ctx, userID)
-	switch {
-	case err != nil:
-		g.m.limitErrors.WithLabelValues(ratelimit.LimitUserMessages).Inc()
-	case !res.Allowed:
-		g.m.limited.WithLabelValues(ratelimit.LimitUserMessages).Inc()
-		return &protocol.FrameRateLimited, []any{retryAfter(res.RetryAfter)}
+	v, err := g.lim.Messages.Check(ctx, userID)
+	if err != nil {
+		for _, limit := range v.Unchecked {
+			g.m.limitErrors.WithLabelValues(limit).Inc()
+		}
+		return nil, nil
 	}
-	left, err := g.lim.Tokens.Remaining(ctx, userID)
-	switch {
-	case err != nil:
-		g.m.limitErrors.WithLabelValues(ratelimit.LimitUserTokens).Inc()
-	case left <= 0:
+	switch v.Refused {
+	case ratelimit.LimitUserMessages:
+		g.m.limited.WithLabelValues(ratelimit.LimitUserMessages).Inc()
+		return &protocol.FrameRateLimited, []any{retryAfter(v.RetryAfter)}
+	case ratelimit.LimitUserTokens:
 		g.m.limited.WithLabelValues(ratelimit.LimitUserTokens).Inc()
 		return &protocol.FrameTokenBudget, nil
 	}

@@ -215,29 +215,11 @@ func (s *Store) appendAndPublish(ctx context.Context, answer *envelope.Envelope,
 	if s.replicas > 0 {
 		return s.appendReplicated(ctx, answer.UserID, keys, args)
 	}
-	id, err := runBatched(ctx, s.batch, s.rdb, appendScript, keys, args.argv()...)
+	id, err := redisbatch.RunScript(ctx, s.batch, s.rdb, appendScript, keys, args.argv()...).Text()
 	if err != nil {
 		return "", fmt.Errorf("history append for %s: %w", answer.UserID, err)
 	}
 	return id, nil
-}
-
-// runBatched runs script by its digest in a shared pipeline; a server that
-// does not have it (restarted, flushed, a new replica) gets it loaded by
-// the one call that found it missing, which then runs it alone.
-func runBatched(ctx context.Context, batch redisbatch.Pipeliner, rdb redis.UniversalClient, script *redis.Script, keys []string, args ...any) (string, error) {
-	var cmd *redis.Cmd
-	_, err := batch.Pipelined(ctx, func(p redis.Pipeliner) error {
-		cmd = script.EvalSha(ctx, p, keys, args...)
-		return nil
-	})
-	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-		return script.Run(ctx, rdb, keys, args...).Text()
-	}
-	if err != nil {
-		return "", err
-	}
-	return cmd.Text()
 }
 
 // appendReplicated appends and waits for s.replicas replicas to hold the

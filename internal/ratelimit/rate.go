@@ -40,24 +40,6 @@ func (g gcra) allow(ctx context.Context, key string) (Result, error) {
 	return r, nil
 }
 
-// UserMessages limits the messages of one user across all instances:
-// perMinute sustained, burst at once (GCRA in Redis, atomic per call).
-type UserMessages struct{ g gcra }
-
-// NewUserMessages limits each user to perMinute messages a minute with
-// bursts of burst (0: burst = perMinute). perMinute 0 disables the limit.
-func NewUserMessages(rdb redis.UniversalClient, perMinute, burst int) *UserMessages {
-	return &UserMessages{newGCRA(rdb, perMinute, burst)}
-}
-
-// Allow takes one message from userID's allowance.
-func (u *UserMessages) Allow(ctx context.Context, userID string) (Result, error) {
-	return u.g.allow(ctx, UserMessagesKey(userID))
-}
-
-// UserMessagesKey is the key given to redis_rate, which prefixes "rate:".
-func UserMessagesKey(userID string) string { return rediskeys.UserMessages(userID) }
-
 // IPConnects limits connection attempts per client address across all
 // instances. IPv6 addresses count per /64 (one host usually owns a whole
 // /64); IPv4-mapped IPv6 counts as the IPv4 address. Addresses in an

@@ -1,16 +1,17 @@
 // Package ratelimit holds the abuse limits of the chat gateway. Every limit
 // but InstanceSockets is shared by all gateway instances through Redis and
-// decided atomically there (a Lua script or redis_rate's GCRA script), so N
-// instances together allow exactly the configured amount, not N times it.
+// decided atomically there (a Lua script, redis_rate's GCRA script, or
+// UserMessages' script that holds the same GCRA), so N instances together
+// allow exactly the configured amount, not N times it.
 //
 // Keys follow the rest of the system (their layout is in rediskeys): a
 // user's keys carry the {userid} hash tag (chat:{u1}:…), so on a Redis
 // Cluster each script touches one slot.
 //
-//	RATE_USER_MESSAGES_PER_MIN  UserMessages  rate:chat:{u1}:msgrate    GCRA (redis_rate)
+//	RATE_USER_MESSAGES_PER_MIN  UserMessages  rate:chat:{u1}:msgrate    GCRA (redis_rate's, in our script)
 //	LIMIT_USER_SOCKETS          UserSockets   chat:{u1}:sockets         sorted set connID → expiry (ms)
 //	LIMIT_IP_CONNECTS_PER_MIN   IPConnects    rate:chat:ip:{1.2.3.4}:connects  GCRA (redis_rate)
-//	LIMIT_USER_TOKENS_PER_DAY   DailyTokens   chat:{u1}:tokens:2026-05-01      INCRBY + EXPIRE
+//	LIMIT_USER_TOKENS_PER_DAY   DailyTokens   chat:{u1}:tokens:2026-05-01      INCRBY + EXPIRE (read by UserMessages)
 //	LIMIT_INSTANCE_SOCKETS      InstanceSockets (in process)
 //
 // A limit of 0 disables its limiter: it allows everything without touching
@@ -73,6 +74,9 @@ func (c Config) Validate() error {
 
 // Limiters are all the limits built from one Config.
 type Limiters struct {
+	// Messages checks the message rate and the token budget of each
+	// message in one script (Tokens is the same budget, for its owner's
+	// other calls).
 	Messages   *UserMessages
 	Sockets    *UserSockets
 	IPConnects *IPConnects
@@ -82,12 +86,13 @@ type Limiters struct {
 
 // New builds every limiter of cfg on rdb.
 func New(rdb redis.UniversalClient, cfg Config) *Limiters {
+	tokens := NewDailyTokens(rdb, cfg.UserTokensPerDay)
 	return &Limiters{
-		Messages:   NewUserMessages(rdb, cfg.UserMessagesPerMin, cfg.UserMessagesBurst),
+		Messages:   NewUserMessages(rdb, cfg.UserMessagesPerMin, cfg.UserMessagesBurst, tokens),
 		Sockets:    NewUserSockets(rdb, cfg.UserSockets, cfg.UserSocketTTL),
 		IPConnects: NewIPConnects(rdb, cfg.IPConnectsPerMin, cfg.exemptPrefixes()...),
 		Instance:   NewInstanceSockets(cfg.InstanceSockets),
-		Tokens:     NewDailyTokens(rdb, cfg.UserTokensPerDay),
+		Tokens:     tokens,
 	}
 }
 

@@ -245,3 +245,28 @@ func firstErr(cmds []redis.Cmder) error {
 	}
 	return nil
 }
+
+// RunScript runs script by its digest in one of batch's pipelines, as
+// script.Run does alone: a server that does not have it (restarted,
+// flushed, a new replica, a failover) gets it loaded by the one call that
+// found it missing, which then runs it alone on rdb. The reply's error is
+// the command's, or the call's when it never ran (ctx ended while queued);
+// a script that returns nil replies redis.Nil, as script.Run does.
+func RunScript(ctx context.Context, batch Pipeliner, rdb redis.Scripter, script *redis.Script, keys []string, args ...any) *redis.Cmd {
+	var cmd *redis.Cmd
+	_, err := batch.Pipelined(ctx, func(p redis.Pipeliner) error {
+		cmd = script.EvalSha(ctx, p, keys, args...)
+		return nil
+	})
+	switch {
+	case err == nil:
+		return cmd
+	case redis.HasErrorPrefix(err, "NOSCRIPT"):
+		return script.Run(ctx, rdb, keys, args...)
+	}
+	// cmd is not read here: a call that gave up while queued returns before
+	// its pipeline is built, and a drainer may be filling cmd meanwhile.
+	failed := redis.NewCmd(ctx)
+	failed.SetErr(err)
+	return failed
+}

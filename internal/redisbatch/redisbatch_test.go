@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -297,4 +298,47 @@ func TestACallerSendingItsPipelineDoesNotWaitForTheQueue(t *testing.T) {
 	if err := <-second; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// RunScript answers as script.Run does: a server without the script gets
+// it loaded by the call that found it missing; a script's error, a nil
+// reply and a call that gave up in the queue each come back as the reply's
+// error (the last without reading what a drainer may still be filling).
+func TestRunScript(t *testing.T) {
+	rdb := client(t)
+	b := New(rdb, Config{MaxInFlight: 1})
+	ctx := context.Background()
+	incr := redis.NewScript(`return redis.call('INCR', KEYS[1])`)
+	for want := int64(1); want <= 2; want++ {
+		if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := RunScript(ctx, b, rdb, incr, []string{"n"}).Int64(); err != nil || n != want {
+			t.Fatalf("after SCRIPT FLUSH: %d %v, want %d", n, err, want)
+		}
+	}
+	if n, err := RunScript(ctx, b, rdb, incr, []string{"n"}).Int64(); err != nil || n != 3 {
+		t.Fatalf("loaded: %d %v", n, err)
+	}
+	failing := redis.NewScript(`return redis.error_reply('BUSTED here')`)
+	if err := RunScript(ctx, b, rdb, failing, nil).Err(); err == nil || !strings.Contains(err.Error(), "BUSTED") {
+		t.Fatalf("script error: %v", err)
+	}
+	nothing := redis.NewScript(`return nil`)
+	if err := RunScript(ctx, b, rdb, nothing, nil).Err(); !errors.Is(err, redis.Nil) {
+		t.Fatalf("nil reply: %v, want redis.Nil", err)
+	}
+
+	g := newGate(b)
+	go func() { _, _ = b.Pipelined(ctx, func(p redis.Pipeliner) error { p.Ping(ctx); return nil }) }()
+	<-g.first
+	cctx, cancel := context.WithCancel(ctx)
+	gaveUp := make(chan error, 1)
+	go func() { gaveUp <- RunScript(cctx, b, rdb, incr, []string{"n"}).Err() }()
+	waitQueued(t, b, 1)
+	cancel()
+	if err := <-gaveUp; !errors.Is(err, context.Canceled) {
+		t.Fatalf("given up while queued: %v, want context.Canceled", err)
+	}
+	close(g.release)
 }

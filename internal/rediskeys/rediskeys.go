@@ -16,7 +16,7 @@
 //	chat:{u1}:answer:<message id>       Answer           string      ai-consumer       the answer to a message (the model is asked once)
 //	chat:{u1}:tokens:2026-05-01         DailyTokens      integer     ai-consumer       model tokens used (and reserved) that UTC day
 //	chat:{u1}:sockets                   UserSockets      sorted set  websocket-server  the user's socket slots, scored by expiry
-//	rate:chat:{u1}:msgrate              UserMessages     GCRA        websocket-server  message rate (redis_rate adds "rate:")
+//	rate:chat:{u1}:msgrate              UserMessages     GCRA        websocket-server  message rate (redis_rate's format)
 //	rate:chat:ip:{203.0.113.9}:connects IPConnects       GCRA        websocket-server  connection attempts per address (or IPv6 /64)
 //	rate:chat:{llm-global}:rpm          ModelRequests    GCRA        ai-consumer       model requests per minute, all instances
 //	rate:chat:{llm-global}:tpm          ModelTokens      GCRA        ai-consumer       model tokens per minute, all instances
@@ -79,9 +79,10 @@ func DailyTokens(user string, t time.Time) string {
 // UserSockets is the sorted set of the user's socket slots.
 func UserSockets(user string) string { return userKey(user, "sockets") }
 
-// UserMessages is the user's message-rate key as given to redis_rate, which
-// prefixes it with "rate:".
-func UserMessages(user string) string { return userKey(user, "msgrate") }
+// UserMessages is the user's message-rate key. Its "rate:" prefix is
+// redis_rate's, which kept this key before ratelimit's own script did (the
+// script keeps its name and value, so versions can run side by side).
+func UserMessages(user string) string { return "rate:" + userKey(user, "msgrate") }
 
 // IPConnects is the connection-attempt key of a client address bucket (see
 // ratelimit.IPBucket), as given to redis_rate.

@@ -20,7 +20,7 @@ func TestLayout(t *testing.T) {
 		{Answer("u1", "m1"), "chat:{u1}:answer:m1"},
 		{DailyTokens("u1", day), "chat:{u1}:tokens:2026-05-01"},
 		{UserSockets("u1"), "chat:{u1}:sockets"},
-		{UserMessages("u1"), "chat:{u1}:msgrate"},
+		{UserMessages("u1"), "rate:chat:{u1}:msgrate"},
 		{IPConnects("203.0.113.9"), "chat:ip:{203.0.113.9}:connects"},
 		{ModelRequests(), "chat:{llm-global}:rpm"},
 		{ModelTokens(), "chat:{llm-global}:tpm"},
