@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/chatrelay/chat/internal/redisbatch"
 	"github.com/chatrelay/chat/internal/rediskeys"
 )
 
@@ -16,7 +17,10 @@ import (
 // every service that spends them. The day's counter is a plain integer key
 // that expires an hour after its day ends.
 type DailyTokens struct {
-	rdb   redis.UniversalClient
+	rdb redis.UniversalClient
+	// batch carries the scripts of concurrent calls (Reserve and Settle of
+	// every user a consumer is answering) in shared pipelines.
+	batch redisbatch.Pipeliner
 	limit int64
 	// Now is the clock (time.Now by default); tests set it.
 	Now func() time.Time
@@ -24,7 +28,7 @@ type DailyTokens struct {
 
 // NewDailyTokens allows limit tokens per user per UTC day; 0 disables it.
 func NewDailyTokens(rdb redis.UniversalClient, limit int64) *DailyTokens {
-	return &DailyTokens{rdb: rdb, limit: limit, Now: time.Now}
+	return &DailyTokens{rdb: rdb, batch: redisbatch.New(rdb, redisbatch.Defaults), limit: limit, Now: time.Now}
 }
 
 // dayGrace keeps a finished day's counter a little longer, so a request
@@ -117,7 +121,7 @@ func (d *DailyTokens) Reserve(ctx context.Context, userID string, estimate int64
 	now := d.Now()
 	n := min(max(estimate, 1), d.limit)
 	ttl := int64((d.untilMidnight(now) + dayGrace) / time.Second)
-	v, err := reserveScript.Run(ctx, d.rdb, []string{DailyTokensKey(userID, now)}, n, d.limit, ttl).Int64()
+	v, err := redisbatch.RunScript(ctx, d.batch, d.rdb, reserveScript, []string{DailyTokensKey(userID, now)}, n, d.limit, ttl).Int64()
 	if err != nil {
 		return Reservation{}, false, fmt.Errorf("daily tokens: reserve: %w", err)
 	}
@@ -149,7 +153,7 @@ func (d *DailyTokens) Settle(ctx context.Context, r Reservation, used int64) err
 // add adds n (which may be negative) to userID's counter of the day of t,
 // which lives ttl from now if it has no expiry yet.
 func (d *DailyTokens) add(ctx context.Context, userID string, t time.Time, n int64, ttl time.Duration) (int64, error) {
-	v, err := addScript.Run(ctx, d.rdb, []string{DailyTokensKey(userID, t)}, n, int64(ttl/time.Second)).Int64()
+	v, err := redisbatch.RunScript(ctx, d.batch, d.rdb, addScript, []string{DailyTokensKey(userID, t)}, n, int64(ttl/time.Second)).Int64()
 	if err != nil {
 		return 0, fmt.Errorf("daily tokens: %w", err)
 	}

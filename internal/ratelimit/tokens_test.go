@@ -120,3 +120,46 @@ func TestDailyTokensDisabledReservesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A reservation and its settling each go in a shared pipeline (one round
+// trip, with other users' calls of the moment), and still work on a server
+// that lost the scripts.
+func TestDailyTokensReserveAndSettleArePipelined(t *testing.T) {
+	a, _ := twoInstances(t)
+	ctx := context.Background()
+	d := NewDailyTokens(a, 1000)
+	h := &roundTrips{}
+	a.AddHook(h)
+	for flush := range 2 {
+		if flush == 1 {
+			if err := a.ScriptFlush(ctx).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		r, ok, err := d.Reserve(ctx, "u1", 300)
+		if err != nil || !ok {
+			t.Fatal(ok, err)
+		}
+		if err := d.Settle(ctx, r, 100); err != nil {
+			t.Fatal(err)
+		}
+		if flush == 0 {
+			h.take()
+			continue
+		}
+		if used, _ := a.Get(ctx, DailyTokensKey("u1", r.At)).Int64(); used != 200 {
+			t.Fatalf("after SCRIPT FLUSH: counter %d, want two settled calls of 100", used)
+		}
+	}
+	h.take()
+	r, _, err := d.Reserve(ctx, "u1", 300)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Settle(ctx, r, 50); err != nil {
+		t.Fatal(err)
+	}
+	if singles, pipelines := h.take(); len(singles) != 0 || len(pipelines) != 2 {
+		t.Fatalf("a reservation and its settling sent %v alone and pipelines %v; want two pipelines", singles, pipelines)
+	}
+}
