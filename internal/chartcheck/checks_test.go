@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -404,12 +405,13 @@ func podName(w workload) string {
 }
 
 // keyDir holds the key files a service's configuration reads from a
-// mounted Secret, made once per test binary.
+// mounted Secret, made once per test binary and removed by TestMain.
 var keyDir = sync.OnceValues(func() (string, error) {
 	dir, err := os.MkdirTemp("", "chartcheck-keys-")
 	if err != nil {
 		return "", err
 	}
+	keyDirMade = dir
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		return "", err
@@ -1172,4 +1174,15 @@ func checkDashboards(root string, m *manifest) []string {
 		}
 	}
 	return problems
+}
+
+// keyDirMade is keyDir's directory once made ("" before).
+var keyDirMade string
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if keyDirMade != "" {
+		_ = os.RemoveAll(keyDirMade)
+	}
+	os.Exit(code)
 }

@@ -49,10 +49,11 @@ func BuildServices(t testing.TB) string {
 	return buildDir
 }
 
-// buildServicesInto builds ./services/... of root into a new temporary
-// directory with the given go build flags and extra environment.
+// buildServicesInto builds ./services/... of root into a new build
+// directory (newBuildDir) with the given go build flags and extra
+// environment.
 func buildServicesInto(root string, flags, env []string) (string, error) {
-	dir, err := os.MkdirTemp("", "chat-bin-")
+	dir, err := newBuildDir()
 	if err != nil {
 		return "", err
 	}
