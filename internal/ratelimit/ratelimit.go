@@ -75,24 +75,21 @@ func (c Config) Validate() error {
 // Limiters are all the limits built from one Config.
 type Limiters struct {
 	// Messages checks the message rate and the token budget of each
-	// message in one script (Tokens is the same budget, for its owner's
-	// other calls).
+	// message in one script. (The budget is spent by the ai-consumer,
+	// which builds its own DailyTokens.)
 	Messages   *UserMessages
 	Sockets    *UserSockets
 	IPConnects *IPConnects
 	Instance   *InstanceSockets
-	Tokens     *DailyTokens
 }
 
 // New builds every limiter of cfg on rdb.
 func New(rdb redis.UniversalClient, cfg Config) *Limiters {
-	tokens := NewDailyTokens(rdb, cfg.UserTokensPerDay)
 	return &Limiters{
-		Messages:   NewUserMessages(rdb, cfg.UserMessagesPerMin, cfg.UserMessagesBurst, tokens),
+		Messages:   NewUserMessages(rdb, cfg.UserMessagesPerMin, cfg.UserMessagesBurst, NewDailyTokens(rdb, cfg.UserTokensPerDay)),
 		Sockets:    NewUserSockets(rdb, cfg.UserSockets, cfg.UserSocketTTL),
 		IPConnects: NewIPConnects(rdb, cfg.IPConnectsPerMin, cfg.exemptPrefixes()...),
 		Instance:   NewInstanceSockets(cfg.InstanceSockets),
-		Tokens:     tokens,
 	}
 }
 

@@ -87,10 +87,11 @@ func TestDisabledLimitsTouchNothing(t *testing.T) {
 			t.Fatal("instance limit 0 must not refuse")
 		}
 	}
-	if rem, err := l.Tokens.Spend(ctx, "u1", 1e9); err != nil || rem != Unlimited {
+	tokens := NewDailyTokens(a, Config{}.UserTokensPerDay)
+	if rem, err := tokens.Spend(ctx, "u1", 1e9); err != nil || rem != Unlimited {
 		t.Fatal(rem, err)
 	}
-	if rem, err := l.Tokens.Remaining(ctx, "u1"); err != nil || rem != Unlimited {
+	if rem, err := tokens.Remaining(ctx, "u1"); err != nil || rem != Unlimited {
 		t.Fatal(rem, err)
 	}
 	if ks := keys(t, a); len(ks) != 0 {
