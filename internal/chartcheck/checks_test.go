@@ -25,6 +25,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -494,6 +495,12 @@ func serviceEnv(w workload, c corev1.Container) (map[string]string, []string) {
 			}
 		case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name":
 			env[e.Name] = podName(w)
+		case e.ValueFrom.ResourceFieldRef != nil:
+			v, err := cpuRequestProcs(c, e)
+			if err != nil {
+				problems = append(problems, err.Error())
+			}
+			env[e.Name] = v
 		case e.ValueFrom.SecretKeyRef != nil:
 			ref := e.ValueFrom.SecretKeyRef
 			v, ok := secretPlaceholders[ref.Key]
@@ -511,6 +518,26 @@ func serviceEnv(w workload, c corev1.Container) (map[string]string, []string) {
 	}
 	return env, problems
 }
+
+// cpuRequestProcs is what the downward API gives an environment variable
+// from a resourceFieldRef: the only one the chart uses, GOMAXPROCS from the
+// container's own CPU request in whole CPUs, rounded up (as the kubelet
+// rounds a resource to its divisor).
+func cpuRequestProcs(c corev1.Container, e corev1.EnvVar) (string, error) {
+	ref := e.ValueFrom.ResourceFieldRef
+	if e.Name != "GOMAXPROCS" || ref.Resource != "requests.cpu" || (ref.ContainerName != "" && ref.ContainerName != c.Name) || ref.Divisor.Cmp(resource.MustParse("1")) != 0 {
+		return "", fmt.Errorf("%s from %s of container %q with divisor %s: want GOMAXPROCS from this container's requests.cpu, divisor 1", e.Name, ref.Resource, ref.ContainerName, ref.Divisor.String())
+	}
+	cpu, ok := c.Resources.Requests[corev1.ResourceCPU]
+	if !ok || cpu.IsZero() {
+		return "", fmt.Errorf("GOMAXPROCS comes from a CPU request the container does not make")
+	}
+	return strconv.FormatInt((cpu.MilliValue()+999)/1000, 10), nil
+}
+
+// goRuntimeEnv are the variables the Go runtime reads: a container may set
+// them although no configuration struct does.
+var goRuntimeEnv = []string{"GOMAXPROCS", "GOGC", "GOMEMLIMIT", "GODEBUG"}
 
 // serviceConfig loads a service container's configuration from the
 // environment the chart gives it, as the service would at start.
@@ -557,7 +584,7 @@ func checkEnv(root string, m *manifest) []string {
 			settings := s.Settings()
 			for _, e := range c.Env {
 				masked, read := settings[e.Name]
-				if !read && !slices.Contains(telemetry.EnvVars, e.Name) {
+				if !read && !slices.Contains(telemetry.EnvVars, e.Name) && !slices.Contains(goRuntimeEnv, e.Name) {
 					problems = append(problems, fmt.Sprintf("%s: sets %s, which %s does not read", where, e.Name, c.Name))
 				}
 				if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
@@ -566,6 +593,11 @@ func checkEnv(root string, m *manifest) []string {
 				if e.ValueFrom == nil && masked == "*****" && !(e.Name == "REDIS_URL" && !hasPassword(env[e.Name])) {
 					problems = append(problems, fmt.Sprintf("%s: the secret %s is written in the pod spec; it belongs in the Secret", where, e.Name))
 				}
+			}
+			// Without GOMAXPROCS (and without a CPU limit) Go runs one P per
+			// core of the node, whatever the pod requests.
+			if _, ok := env["GOMAXPROCS"]; !ok {
+				problems = append(problems, fmt.Sprintf("%s: GOMAXPROCS is not set: Go would run as many Ps as the node has cores", where))
 			}
 			id := slices.IndexFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "INSTANCE_ID" })
 			if id < 0 || c.Env[id].ValueFrom == nil || c.Env[id].ValueFrom.FieldRef == nil || c.Env[id].ValueFrom.FieldRef.FieldPath != "metadata.name" {

@@ -1,6 +1,7 @@
 package chartcheck
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -57,6 +58,19 @@ func setEnv(c *corev1.Container, name, value string) {
 	c.Env = append(c.Env, corev1.EnvVar{Name: name, Value: value})
 }
 
+func unsetEnv(c *corev1.Container, name string) {
+	c.Env = slices.DeleteFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == name })
+}
+
+func envVar(c *corev1.Container, name string) *corev1.EnvVar {
+	for i := range c.Env {
+		if c.Env[i].Name == name {
+			return &c.Env[i]
+		}
+	}
+	panic("no " + name + " in " + c.Name)
+}
+
 func TestChecksCatchDrift(t *testing.T) {
 	root := testinfra.RepoRoot(t)
 	out := map[string]string{}
@@ -111,10 +125,23 @@ func TestChecksCatchDrift(t *testing.T) {
 			func(m *manifest) { setEnv(gw(m), "AUTH_SECRET", "0123456789abcdef0123") }, "the secret AUTH_SECRET is written in the pod spec"},
 		{"a Redis password in the pod spec", "", "environment is the services' configuration",
 			func(m *manifest) { setEnv(relay(m), "REDIS_URL", "redis://:pw@redis:6379/0") }, "the secret REDIS_URL"},
+		{"GOMAXPROCS not set", "", "environment is the services' configuration",
+			func(m *manifest) { unsetEnv(relay(m), "GOMAXPROCS") }, "GOMAXPROCS is not set"},
+		{"GOMAXPROCS from the CPU limit", "", "environment is the services' configuration",
+			func(m *manifest) { envVar(gw(m), "GOMAXPROCS").ValueFrom.ResourceFieldRef.Resource = "limits.cpu" }, "want GOMAXPROCS from this container's requests.cpu"},
+		{"GOMAXPROCS in millicores", "", "environment is the services' configuration",
+			func(m *manifest) {
+				envVar(gw(m), "GOMAXPROCS").ValueFrom.ResourceFieldRef.Divisor = resource.MustParse("1m")
+			}, "divisor 1m"},
 		{"one INSTANCE_ID for every pod", "", "environment is the services' configuration",
 			func(m *manifest) { setEnv(relay(m), "INSTANCE_ID", "relay") }, "INSTANCE_ID is not the pod's name"},
 		{"a consumer in a Deployment", "", "environment is the services' configuration",
-			func(m *manifest) { gatewayDeployment(m).Spec.Containers[0].Name = "message-relay" }, "a consumer in a Deployment"},
+			func(m *manifest) {
+				// As the chart would render it: the container's name is also
+				// the one its GOMAXPROCS reads the request of.
+				gw(m).Name = "message-relay"
+				envVar(gw(m), "GOMAXPROCS").ValueFrom.ResourceFieldRef.ContainerName = "message-relay"
+			}, "a consumer in a Deployment"},
 		{"a short grace period", "", "grace period covers preStop and shutdown",
 			func(m *manifest) { s := int64(30); gatewayDeployment(m).Spec.TerminationGracePeriodSeconds = &s }, "grace period 30s is less than"},
 		{"a longer SHUTDOWN_TIMEOUT", "", "grace period covers preStop and shutdown",

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatrelay/chat/internal/config"
+	"github.com/chatrelay/chat/internal/process"
 	"github.com/chatrelay/chat/internal/testinfra"
 	"github.com/chatrelay/chat/internal/testinfra/toolcache"
 )
@@ -255,5 +257,47 @@ func TestPackagedChartRendersTheSame(t *testing.T) {
 	}
 	if !strings.Contains(fromPkg, "KafkaConsumerLagHigh") || !strings.Contains(fromPkg, `"uid": "chat-overview"`) {
 		t.Error("the packaged chart lacks the alerts or the dashboards")
+	}
+}
+
+// With its default requests the chart runs every service with the
+// GOMAXPROCS the tests and the performance figures run with; a service's
+// own env setting wins over the one from its request.
+func TestChartGOMAXPROCS(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		set  []string
+		want map[string]string
+	}{
+		{"default requests", nil, map[string]string{
+			process.Gateway: config.DeployedGOMAXPROCS, process.AIConsumer: config.DeployedGOMAXPROCS, process.Relay: config.DeployedGOMAXPROCS}},
+		{"a larger request, rounded up", []string{"--set", "aiConsumer.resources.requests.cpu=1500m"}, map[string]string{process.AIConsumer: "2"}},
+		{"env wins", []string{"--set", "messageRelay.env.GOMAXPROCS=3"}, map[string]string{process.Relay: "3"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := helm(t, append(cases[0].templateArgs("."), tc.set...)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := decodeManifest([]byte(out))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]string{}
+			for _, w := range m.workloads() {
+				for _, c := range w.Template.Spec.Containers {
+					if _, ok := tc.want[c.Name]; ok {
+						env, problems := serviceEnv(w, c)
+						if len(problems) > 0 {
+							t.Errorf("%s: %v", c.Name, problems)
+						}
+						got[c.Name] = env["GOMAXPROCS"]
+					}
+				}
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("GOMAXPROCS %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

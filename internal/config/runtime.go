@@ -31,6 +31,33 @@ package config
 // system call that does not go through the network poller (a log line
 // written to a full pipe) keeps its P for up to about 10 ms before sysmon
 // hands the P to another thread, not about 20 µs: with two or more Ps the
-// others run on meanwhile; with one (a one-CPU container) the process
-// waits. The services make no such call per message.
+// others run on meanwhile; with one (what the deployments run,
+// DeployedGOMAXPROCS) the process waits. The services make no such call per
+// message.
 const SysmonGODEBUG = "schedtrace=2147483647"
+
+// DeployedGOMAXPROCS is how many Ps (threads running Go code at once) the
+// shipped deployments run every service with: docker-compose.yml sets it,
+// and the Helm chart sets each container's GOMAXPROCS to its CPU request
+// rounded up, which is this with the chart's default requests
+// (internal/deploycheck and internal/chartcheck keep the three equal). So
+// every service process a test starts runs with it too (testinfra.Process),
+// the performance harness's included — PERF_ENV="GOMAXPROCS=" measures
+// without it (an empty value is Go's default).
+//
+// Why: without a CPU limit Go runs as many Ps as the host has cores, and a
+// service that needs less than one core pays for the idle ones — each
+// goroutine made ready while a P is idle wakes a thread to run it (a futex
+// wake and a thread switch, several times dearer in a virtual machine than
+// on bare metal). At the rates one host serves, each service needs well
+// under one core (docs/scaling.md); more of them is more instances.
+// Measured on the project's two-core machine, every service at 1 against
+// 2 (docs/performance.md, "the eighth round"): each service's CPU per
+// message 5–21% lower at 1,000 msg/s, about a tenth at 2,000 and 3,000, and
+// 12–26% at 50 msg/s; the median latency lower at 2,000 and 3,000 msg/s. What it gives up: the process runs Go code on one
+// core at a time (more instances, or a larger CPU request in the chart,
+// give more), and a goroutine blocked in a system call that does not go
+// through the network poller holds that one P until sysmon retakes it
+// (about 10 ms with SysmonGODEBUG). The services make no such call per
+// message.
+const DeployedGOMAXPROCS = "1"

@@ -423,6 +423,20 @@ func TestComposeDefaults(t *testing.T) {
 			t.Errorf("%s: %s = %q, want %q", tt.service, tt.name, got, tt.want)
 		}
 	}
+	// Every service built from the repository runs with the GOMAXPROCS the
+	// tests and the performance figures run with (internal/config).
+	goServices := 0
+	for _, name := range p.ServiceNames() {
+		if s := p.Services[name]; s.Build != nil && s.Build.Args["SERVICE"] != nil {
+			goServices++
+			if got := env(name, "GOMAXPROCS"); got != config.DeployedGOMAXPROCS {
+				t.Errorf("%s: GOMAXPROCS = %q, want %q (config.DeployedGOMAXPROCS)", name, got, config.DeployedGOMAXPROCS)
+			}
+		}
+	}
+	if goServices < 4 {
+		t.Errorf("found %d services built from the repository, want the gateways and both consumers", goServices)
+	}
 	for _, name := range p.ServiceNames() {
 		if _, ok := p.Services[name].Environment["KAFKA_ZOOKEEPER_CONNECT"]; ok {
 			t.Errorf("%s sets KAFKA_ZOOKEEPER_CONNECT: Kafka 4 has no ZooKeeper mode", name)

@@ -33,8 +33,9 @@ type topology struct {
 
 // serviceEnv is what every service runs with under load: the shipped
 // defaults (the log level included: what a message costs is measured with
-// the logs users get; and the images' GODEBUG, which testinfra.Process
-// gives every service — PERF_ENV="GODEBUG=" measures without it) but no
+// the logs users get; and the images' GODEBUG and the deployments'
+// GOMAXPROCS, which testinfra.Process gives every service —
+// PERF_ENV="GODEBUG=" or "GOMAXPROCS=" measures without either) but no
 // per-user or per-address quotas and no instance socket cap (one load
 // generator is 500 users on one address), and the offline model (no model
 // here).

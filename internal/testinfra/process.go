@@ -194,8 +194,10 @@ func (p *Process) Start() {
 		p.t.Fatal(err)
 	}
 	cmd := exec.Command(p.path)
-	// The images' GODEBUG first, so a test's own GODEBUG (later) wins.
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "GODEBUG=" + config.SysmonGODEBUG}, p.env...)
+	// The images' GODEBUG and the deployments' GOMAXPROCS first, so a
+	// test's own (later) win.
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"),
+		"GODEBUG=" + config.SysmonGODEBUG, "GOMAXPROCS=" + config.DeployedGOMAXPROCS}, p.env...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

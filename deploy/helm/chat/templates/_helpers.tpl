@@ -108,6 +108,14 @@ wins, or give every pod the same INSTANCE_ID).
 {{- $_ := set $env $name $value -}}
 {{- end -}}
 {{- $extra := merge (deepCopy (default dict .values.env)) (default dict $v.env) -}}
+{{- /* GOMAXPROCS: the CPUs the pod requests, rounded up (the downward API
+rounds up to the divisor), unless env sets it. Without a CPU limit Go would
+run as many Ps as the node has cores, and a service that needs less than one
+pays for the idle ones in thread wake-ups (docs/performance.md, "the eighth
+round"). */ -}}
+{{- if and (dig "requests" "cpu" "" (default dict .values.resources)) (not (hasKey $extra "GOMAXPROCS")) -}}
+{{- $_ := set $env "GOMAXPROCS" (dict "valueFrom" (dict "resourceFieldRef" (dict "containerName" .component "resource" "requests.cpu" "divisor" "1"))) -}}
+{{- end -}}
 {{- range $name, $value := $extra -}}
 {{- if hasKey $env $name -}}
 {{- fail (printf "env %s: the chart sets it from its own values (see values.yaml); set those instead" $name) -}}
