@@ -181,6 +181,12 @@ func checkSmoke(t *testing.T, out string, runs []*runResult) {
 	want := []string{"gw-1", "gw-2", "ai-consumer", "message-relay", "redis", "nginx", "broker", "loadgen"}
 	for _, win := range []string{"ramp", "send"} {
 		for _, n := range want {
+			// loadgen may exit before the send window's last sample (a
+			// drain of a few milliseconds, on a quiet machine): its CPU
+			// then comes from its exit status, which the ladder uses.
+			if n == "loadgen" && win == "send" && r.LoadgenCPU > 0 {
+				continue
+			}
 			if _, ok := r.Windows[win].CPU[n]; !ok {
 				t.Errorf("smoke: no CPU time for %s in the %s window: %+v", n, win, r.Windows[win])
 			}
