@@ -1,8 +1,10 @@
 package perf
 
 import (
+	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chatrelay/chat/internal/loadgen"
 )
@@ -14,8 +16,10 @@ func rung(rate float64, answered, lost int64, p99 float64) *runResult {
 	res.Messages.Sent, res.Messages.Answered, res.Messages.Lost = 10000, answered, lost
 	res.Latency.P50, res.Latency.P99 = 5, p99
 	return &runResult{Ladder: true, Rate: rate, Result: res, Windows: map[string]cpuWindow{
-		"send":  {Seconds: 20, CPU: map[string]float64{"gw-1": 10, "gw-2": 10, "message-relay": 5}},
-		"after": {Seconds: 5, CPU: map[string]float64{"gw-1": 0, "gw-2": 0, "message-relay": 0}},
+		"send": {Seconds: 20, CPU: map[string]float64{"gw-1": 10, "gw-2": 10, "message-relay": 5},
+			Switches: map[string]float64{"gw-1": 30000, "gw-2": 20000, "message-relay": 15000}, MachineSwitches: 90000},
+		"after": {Seconds: 5, CPU: map[string]float64{"gw-1": 0, "gw-2": 0, "message-relay": 0},
+			Switches: map[string]float64{"gw-1": 0, "gw-2": 0, "message-relay": 5000}, MachineSwitches: 10000},
 	}}
 }
 
@@ -46,11 +50,40 @@ func TestLadderKnee(t *testing.T) {
 	// opened. 2 s over 10,000 answers: 0.20 ms each.
 	r := rung(500, 10000, 0, 8)
 	r.LoadgenCPU = 2.5
-	r.Windows["ramp"] = cpuWindow{Seconds: 1, CPU: map[string]float64{"loadgen": 0.5}}
+	r.Windows["ramp"] = cpuWindow{Seconds: 1, CPU: map[string]float64{"loadgen": 0.5}, Switches: map[string]float64{}}
 	if got := ladderTable([]*runResult{r}); !strings.Contains(got, "| 0.00 | 0.00 | 0.00 | 0.20 | 2.70 |") {
 		t.Errorf("loadgen's share from its exit status wrong:\n%s", got)
 	}
+	// Switches the same way: 50,000 on the gateways, 20,000 on the relay,
+	// 100,000 on the machine over 10,000 answers; loadgen's from its exit
+	// status less the ramp's.
+	r.LoadgenSwitches = 7000
+	r.Windows["ramp"].Switches["loadgen"] = 2000
+	if got := ladderTable([]*runResult{r}); !strings.Contains(got, "| 500 | 5.0 | 0.0 | 2.0 | 0.0 | 0.0 | 0.0 | 0.5 | 10.0 |") {
+		t.Errorf("switches per message wrong:\n%s", got)
+	}
 	if ladderTable([]*runResult{{Name: "smoke"}}) != "" {
 		t.Error("a table without ladder runs")
+	}
+}
+
+// The switch counters read this machine's /proc: this process's threads
+// switch as it sleeps, and the machine's count grows with them.
+func TestSwitchCounters(t *testing.T) {
+	_, m0 := machineStat()
+	p0 := procSwitches(os.Getpid())
+	for range 5 {
+		time.Sleep(time.Millisecond)
+	}
+	_, m1 := machineStat()
+	p1 := procSwitches(os.Getpid())
+	if p0 <= 0 || p1 < p0+5 {
+		t.Errorf("this process's switches %v then %v, want at least one per sleep", p0, p1)
+	}
+	if m0 <= 0 || m1 < m0+5 {
+		t.Errorf("the machine's switches %v then %v, want at least this process's", m0, m1)
+	}
+	if procSwitches(-1) != 0 {
+		t.Error("a process that is not there switched")
 	}
 }

@@ -30,31 +30,65 @@ type procRoot struct {
 }
 
 // cpuSample is the CPU seconds (user+system) each root had used at At, and
-// the machine's busy CPU seconds since boot.
+// the machine's busy CPU seconds since boot; and the same for context
+// switches (a thread leaving its CPU: voluntary, to wait, or involuntary,
+// preempted), which on this machine cost more than most of what a message
+// does (docs/performance.md, "the sixth round").
 type cpuSample struct {
-	At      time.Time
-	CPU     map[string]float64
-	Machine float64
+	At              time.Time
+	CPU             map[string]float64
+	Machine         float64
+	Switches        map[string]float64
+	MachineSwitches float64
 }
 
-// machineBusy is the busy time of all CPUs since boot (/proc/stat: user,
-// nice, system, irq, softirq, steal), in seconds.
-func machineBusy() float64 {
+// machineStat is the busy time of all CPUs since boot (/proc/stat: user,
+// nice, system, irq, softirq, steal), in seconds, and the context switches
+// of every CPU since boot (its ctxt line).
+func machineStat() (busy, switches float64) {
 	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 9 && f[0] == "cpu":
+			for _, i := range []int{1, 2, 3, 6, 7, 8} {
+				v, _ := strconv.ParseFloat(f[i], 64)
+				busy += v
+			}
+		case len(f) == 2 && f[0] == "ctxt":
+			switches, _ = strconv.ParseFloat(f[1], 64)
+		}
+	}
+	return busy / clockTicks, switches
+}
+
+// procSwitches is the context switches every live thread of pid has made
+// (/proc/<pid>/task/*/status); a thread that has ended is not counted (Go
+// keeps its threads, nginx and Redis run a fixed few).
+func procSwitches(pid int) float64 {
+	dir := "/proc/" + strconv.Itoa(pid) + "/task"
+	tasks, err := os.ReadDir(dir)
 	if err != nil {
 		return 0
 	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(line)
-	if len(f) < 9 || f[0] != "cpu" {
-		return 0
+	n := 0.0
+	for _, t := range tasks {
+		b, err := os.ReadFile(filepath.Join(dir, t.Name(), "status"))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			name, v, ok := strings.Cut(line, ":")
+			if ok && (name == "voluntary_ctxt_switches" || name == "nonvoluntary_ctxt_switches") {
+				c, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+				n += c
+			}
+		}
 	}
-	busy := 0.0
-	for _, i := range []int{1, 2, 3, 6, 7, 8} {
-		v, _ := strconv.ParseFloat(f[i], 64)
-		busy += v
-	}
-	return busy / clockTicks
+	return n
 }
 
 // procStat reads ppid and utime+stime (seconds) of pid from /proc.
@@ -101,7 +135,8 @@ func children() map[int][]int {
 // sampleCPU reads the CPU time of every root (and its descendants when
 // asked). A process that is gone counts as absent, not zero.
 func sampleCPU(roots []procRoot) cpuSample {
-	s := cpuSample{At: time.Now(), CPU: map[string]float64{}, Machine: machineBusy()}
+	s := cpuSample{At: time.Now(), CPU: map[string]float64{}, Switches: map[string]float64{}}
+	s.Machine, s.MachineSwitches = machineStat()
 	var kids map[int][]int
 	for _, r := range roots {
 		if r.Pid <= 0 {
@@ -116,15 +151,17 @@ func sampleCPU(roots []procRoot) cpuSample {
 				pids = append(pids, kids[pids[i]]...)
 			}
 		}
-		total, any := 0.0, false
+		total, switches, any := 0.0, 0.0, false
 		for _, p := range pids {
 			if _, c, ok := procStat(p); ok {
 				total += c
+				switches += procSwitches(p)
 				any = true
 			}
 		}
 		if any {
 			s.CPU[r.Name] += total
+			s.Switches[r.Name] += switches
 		}
 	}
 	return s
@@ -137,13 +174,23 @@ type cpuWindow struct {
 	// Machine is the busy CPU time of the whole machine, ours and
 	// anything else running at the same time.
 	Machine float64 `json:"machine_cpu_s"`
+	// Switches and MachineSwitches are the context switches made in the
+	// window, as CPU and Machine are the CPU time.
+	Switches        map[string]float64 `json:"switches,omitempty"`
+	MachineSwitches float64            `json:"machine_switches"`
 }
 
 func window(a, b cpuSample) cpuWindow {
-	w := cpuWindow{Seconds: b.At.Sub(a.At).Seconds(), CPU: map[string]float64{}, Machine: max(0, b.Machine-a.Machine)}
+	w := cpuWindow{Seconds: b.At.Sub(a.At).Seconds(), CPU: map[string]float64{}, Machine: max(0, b.Machine-a.Machine),
+		Switches: map[string]float64{}, MachineSwitches: max(0, b.MachineSwitches-a.MachineSwitches)}
 	for name, end := range b.CPU {
 		if start, ok := a.CPU[name]; ok {
 			w.CPU[name] = max(0, end-start)
+		}
+	}
+	for name, end := range b.Switches {
+		if start, ok := a.Switches[name]; ok {
+			w.Switches[name] = max(0, end-start)
 		}
 	}
 	return w

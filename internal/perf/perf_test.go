@@ -347,6 +347,7 @@ func runScenario(t *testing.T, s scenario, svcDir, loadgenDir, out string) *runR
 		r.ExitCode = ps.ExitCode()
 		if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
 			r.LoadgenCPU = time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+			r.LoadgenSwitches = float64(ru.Nvcsw + ru.Nivcsw)
 		}
 	}
 	var exitErr *exec.ExitError

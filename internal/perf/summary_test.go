@@ -28,13 +28,15 @@ type runResult struct {
 	Error    string          `json:"error,omitempty"`
 	Result   *loadgen.Result `json:"-"` // in loadgen.json
 
-	SendStart     string               `json:"send_start"` // how the start of the send phase was seen
-	Windows       map[string]cpuWindow `json:"cpu_windows"`
-	LoadgenCPU    float64              `json:"loadgen_cpu_s"` // whole run, from rusage
-	ProfileSecs   int                  `json:"profile_seconds"`
-	Profiles      []string             `json:"profiles"`
-	ProfileErrors []string             `json:"profile_errors,omitempty"`
-	Traces        string               `json:"traces,omitempty"` // PERF_TRACES: what the sink took
+	SendStart  string               `json:"send_start"` // how the start of the send phase was seen
+	Windows    map[string]cpuWindow `json:"cpu_windows"`
+	LoadgenCPU float64              `json:"loadgen_cpu_s"` // whole run, from rusage
+	// LoadgenSwitches is its context switches, whole run, from rusage.
+	LoadgenSwitches float64  `json:"loadgen_switches"`
+	ProfileSecs     int      `json:"profile_seconds"`
+	Profiles        []string `json:"profiles"`
+	ProfileErrors   []string `json:"profile_errors,omitempty"`
+	Traces          string   `json:"traces,omitempty"` // PERF_TRACES: what the sink took
 }
 
 // processOrder is the column order of the CPU tables.
@@ -224,9 +226,10 @@ const kneeP99 = 100.0 // ms
 
 // ladderTable is the rate ladder: per rate, what was answered and how fast,
 // and the CPU milliseconds each process spent per message sent in the send
-// phase; then where the knee is. "" without ladder runs.
+// phase; then where the knee is; then the context switches per message.
+// "" without ladder runs.
 func ladderTable(runs []*runResult) string {
-	var b strings.Builder
+	var b, sw strings.Builder
 	var knee string
 	last := ""
 	for _, r := range runs {
@@ -237,37 +240,19 @@ func ladderTable(runs []*runResult) string {
 			b.WriteString("\n## Rate ladder\n\nCPU ms per message = CPU time from the start of sending to the end of the run (send phase, drain, close) / messages answered (services, then what shares the machine; loadgen's share is its CPU from its exit status less its CPU while the sockets opened).\n\n")
 			b.WriteString("| offered msg/s | sent | answered | lost | dup | p50 ms | p99 ms | gateways (both) | ai-consumer | message-relay | broker | redis | nginx | loadgen | total |\n")
 			b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+			sw.WriteString("\nContext switches per message, the same windows (every thread's voluntary and involuntary switches; machine: every CPU's, anything else running included):\n\n")
+			sw.WriteString("| offered msg/s | gateways (both) | ai-consumer | message-relay | broker | redis | nginx | loadgen | machine |\n")
+			sw.WriteString("|---|---|---|---|---|---|---|---|---|\n")
 		}
 		m, l := r.Result.Messages, r.Result.Latency
-		// The send phase and what follows it (drain, close, settle): a rate
-		// the system cannot keep up with is still being answered after the
-		// sending stops, and its CPU counts for the answers it makes.
-		w := r.Windows["send"]
-		after := r.Windows["after"]
-		per := func(names ...string) float64 {
-			var s float64
-			for _, win := range []cpuWindow{w, after} {
-				for n, v := range win.CPU {
-					for _, want := range names {
-						if n == want || (want == "gw-" && strings.HasPrefix(n, "gw-")) {
-							s += v
-						}
-					}
-				}
-			}
-			return s * 1000 / float64(max(m.Answered, 1))
-		}
-		// loadgen often exits before the send window's last sample (a
-		// quick drain), which then misses it: its exit status has it all.
-		lg, total := per("loadgen"), (w.total()+after.total())*1000/float64(max(m.Answered, 1))
-		if r.LoadgenCPU > 0 {
-			total -= lg
-			lg = max(0, r.LoadgenCPU-r.Windows["ramp"].CPU["loadgen"]) * 1000 / float64(max(m.Answered, 1))
-			total += lg
-		}
+		cpu, switches := r.perMessage(func(w cpuWindow) map[string]float64 { return w.CPU }, r.LoadgenCPU, 1000),
+			r.perMessage(func(w cpuWindow) map[string]float64 { return w.Switches }, r.LoadgenSwitches, 1)
 		fmt.Fprintf(&b, "| %g | %d | %d | %d | %d | %.1f | %.1f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |\n",
 			r.Rate, m.Sent, m.Answered, m.Lost, m.Duplicated, l.P50, l.P99,
-			per("gw-"), per("ai-consumer"), per("message-relay"), per("broker"), per("redis"), per("nginx"), lg, total)
+			cpu["gw-"], cpu["ai-consumer"], cpu["message-relay"], cpu["broker"], cpu["redis"], cpu["nginx"], cpu["loadgen"], cpu["total"])
+		machine := (r.Windows["send"].MachineSwitches + r.Windows["after"].MachineSwitches) / float64(max(m.Answered, 1))
+		fmt.Fprintf(&sw, "| %g | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f |\n",
+			r.Rate, switches["gw-"], switches["ai-consumer"], switches["message-relay"], switches["broker"], switches["redis"], switches["nginx"], switches["loadgen"], machine)
 		ok := m.Lost == 0 && m.Duplicated == 0 && m.Answered >= m.Sent && l.P99 <= kneeP99
 		switch {
 		case knee != "":
@@ -286,5 +271,38 @@ func ladderTable(runs []*runResult) string {
 		knee = "above " + last + " msg/s (every rate answered all with p99 ≤ 100 ms)"
 	}
 	fmt.Fprintf(&b, "\nKnee (first rate with p99 > %.0f ms, or a message lost, duplicated or unanswered): %s.\n", kneeP99, knee)
+	b.WriteString(sw.String())
 	return b.String()
+}
+
+// perMessage is what each process (gateways added up under "gw-") and all
+// of them ("total") spent of one measure (of, from a window), times scale,
+// per answered message: in the send phase and what follows it (drain,
+// close, settle) — a rate the system cannot keep up with is still being
+// answered after the sending stops, and what it spends counts for the
+// answers it makes. loadgen often exits before the send window's last
+// sample (a quick drain), which then misses it: its share is its whole
+// run's (loadgenTotal, from its exit status) less the ramp window's.
+func (r *runResult) perMessage(of func(cpuWindow) map[string]float64, loadgenTotal, scale float64) map[string]float64 {
+	out := map[string]float64{}
+	for _, win := range []cpuWindow{r.Windows["send"], r.Windows["after"]} {
+		for n, v := range of(win) {
+			if strings.HasPrefix(n, "gw-") {
+				out["gw-"] += v
+			} else {
+				out[n] += v
+			}
+			out["total"] += v
+		}
+	}
+	if loadgenTotal > 0 {
+		out["total"] -= out["loadgen"]
+		out["loadgen"] = max(0, loadgenTotal-of(r.Windows["ramp"])["loadgen"])
+		out["total"] += out["loadgen"]
+	}
+	n := float64(max(r.Result.Messages.Answered, 1))
+	for k, v := range out {
+		out[k] = v * scale / n
+	}
+	return out
 }
