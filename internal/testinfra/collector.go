@@ -1,6 +1,7 @@
 package testinfra
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -78,14 +79,43 @@ func metricsRepl(addr string) string {
 // derived from the compose one (DeriveCollectorConfig), sending traces to
 // tracesTo (OTLP/gRPC host:port, e.g. Jaeger.OTLPGRPCAddr), until the test
 // ends. It returns once the health check answers.
+//
+// Its five listen ports are picked free (FreeAddr) before the collector
+// binds them, so a process of another test package may take one in
+// between; the collector then exits with "address already in use", and it
+// is started again on other ports, up to three times.
 func StartCollector(t testing.TB, tracesTo string) *Collector {
 	t.Helper()
 	bin := ToolBinary(t, "otelcol")
+	for attempt := 1; ; attempt++ {
+		c, err := startCollector(t, bin, collectorAddrs(t, tracesTo))
+		if err == nil {
+			return c
+		}
+		if !errors.Is(err, errPortTaken) || attempt == 3 {
+			t.Fatal(err)
+		}
+		t.Logf("otelcol, attempt %d: %v; again on other ports", attempt, err)
+	}
+}
+
+// collectorAddrs picks the addresses of one start; tests replace it to
+// hand the collector a port that is taken.
+var collectorAddrs = func(t testing.TB, tracesTo string) CollectorAddrs {
 	dir := t.TempDir()
-	a := CollectorAddrs{
+	return CollectorAddrs{
 		OTLPGRPC: FreeAddr(t), OTLPHTTP: FreeAddr(t), Forward: FreeAddr(t), Health: FreeAddr(t), Metrics: FreeAddr(t),
 		Traces: tracesTo, LogsFile: filepath.Join(dir, "logs.jsonl"),
 	}
+}
+
+// errPortTaken is a collector that exited because a port it was to listen
+// on was taken.
+var errPortTaken = errors.New("a listen port was taken")
+
+func startCollector(t testing.TB, bin string, a CollectorAddrs) (*Collector, error) {
+	t.Helper()
+	dir := t.TempDir()
 	src, err := os.ReadFile(filepath.Join(RepoRoot(t), CollectorConfigPath))
 	if err != nil {
 		t.Fatal(err)
@@ -102,14 +132,17 @@ func StartCollector(t testing.TB, tracesTo string) *Collector {
 		t.Fatal(err)
 	}
 	logPath := filepath.Join(dir, "otelcol.log")
-	startCollectorProcess(t, bin, c.ConfigPath, logPath)
-	waitCollectorHealthy(t, "http://"+a.Health+"/", logPath)
-	return c
+	exited := startCollectorProcess(t, bin, c.ConfigPath, logPath)
+	if err := waitCollectorHealthy("http://"+a.Health+"/", logPath, exited); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // startCollectorProcess starts the collector; t.Cleanup stops it (SIGTERM
 // lets the file exporter flush) and shows its log when the test failed.
-func startCollectorProcess(t testing.TB, bin, config, logPath string) {
+// The channel is closed when the process has exited.
+func startCollectorProcess(t testing.TB, bin, config, logPath string) <-chan struct{} {
 	t.Helper()
 	logf, err := os.Create(logPath)
 	if err != nil {
@@ -137,20 +170,31 @@ func startCollectorProcess(t testing.TB, bin, config, logPath string) {
 			t.Logf("---- otelcol log (last 4 KiB) ----\n%s", tail(string(b), 4096))
 		}
 	})
+	return done
 }
 
-func waitCollectorHealthy(t testing.TB, url, logPath string) {
-	t.Helper()
+// waitCollectorHealthy waits up to a minute for the health check to answer;
+// a collector that exits first is an error, errPortTaken when its log says
+// a port was taken.
+func waitCollectorHealthy(url, logPath string, exited <-chan struct{}) error {
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		if resp, err := http.Get(url); err == nil {
 			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return
+				return nil
 			}
 		}
-		time.Sleep(100 * time.Millisecond)
+		select {
+		case <-exited:
+			b, _ := os.ReadFile(logPath)
+			if strings.Contains(string(b), "address already in use") {
+				return fmt.Errorf("otelcol exited: %w:\n%s", errPortTaken, tail(string(b), 1024))
+			}
+			return fmt.Errorf("otelcol exited before it was healthy:\n%s", tail(string(b), 4096))
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 	b, _ := os.ReadFile(logPath)
-	t.Fatalf("otelcol not healthy at %s within 60s:\n%s", url, tail(string(b), 4096))
+	return fmt.Errorf("otelcol not healthy at %s within 60s:\n%s", url, tail(string(b), 4096))
 }

@@ -1,6 +1,8 @@
 package testinfra
 
 import (
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -42,5 +44,38 @@ func TestDeriveCollectorConfig(t *testing.T) {
 	}
 	if _, err := DeriveCollectorConfig([]byte(strings.ReplaceAll(string(src), "tempo:4317", "tempo:4319")), a); err == nil {
 		t.Error("a config without the Tempo endpoint derived")
+	}
+}
+
+// A port taken between FreeAddr and the collector's bind (by a process of
+// another test package) makes the collector exit; it is started again on
+// other ports instead of failing the test.
+func TestStartCollectorRetriesATakenPort(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	pick := collectorAddrs
+	t.Cleanup(func() { collectorAddrs = pick })
+	starts := 0
+	collectorAddrs = func(t testing.TB, tracesTo string) CollectorAddrs {
+		a := pick(t, tracesTo)
+		if starts++; starts == 1 {
+			a.OTLPGRPC = taken.Addr().String()
+		}
+		return a
+	}
+	c := StartCollector(t, FreeAddr(t))
+	if starts != 2 {
+		t.Errorf("collector started %d times, want 2 (the first on a taken port)", starts)
+	}
+	resp, err := http.Post(c.OTLPEndpoint+"/v1/traces", "application/json", strings.NewReader(`{"resourceSpans":[]}`))
+	if err != nil {
+		t.Fatalf("the second collector does not take OTLP: %v", err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("OTLP/HTTP answered %s", resp.Status)
 	}
 }
