@@ -53,11 +53,15 @@ const SysmonGODEBUG = "schedtrace=2147483647"
 // under one core (docs/scaling.md); more of them is more instances.
 // Measured on the project's two-core machine, every service at 1 against
 // 2 (docs/performance.md, "the eighth round"): each service's CPU per
-// message 5–21% lower at 1,000 msg/s, about a tenth at 2,000 and 3,000, and
-// 12–26% at 50 msg/s; the median latency lower at 2,000 and 3,000 msg/s. What it gives up: the process runs Go code on one
-// core at a time (more instances, or a larger CPU request in the chart,
-// give more), and a goroutine blocked in a system call that does not go
-// through the network poller holds that one P until sysmon retakes it
-// (about 10 ms with SysmonGODEBUG). The services make no such call per
-// message.
+// message 5–21% lower at 1,000 msg/s, about a tenth at 2,000 and 3,000,
+// and 12–26% at 50 msg/s; the gateways' context switches per message 43%
+// fewer at 1,000 msg/s; the median latency lower at 2,000 and 3,000 msg/s.
+//
+// What it gives up: the process runs Go code on one core at a time (more
+// instances, or a larger CPU request in the chart, give more), and a
+// goroutine blocked in a system call that does not go through the network
+// poller holds that one P until sysmon retakes it (about 10 ms with
+// SysmonGODEBUG). The services make no such call per message; the one
+// they make per connection is a refusal's log line, which blocks only
+// while the log's reader lets the pipe fill.
 const DeployedGOMAXPROCS = "1"
