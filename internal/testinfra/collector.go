@@ -80,23 +80,14 @@ func metricsRepl(addr string) string {
 // tracesTo (OTLP/gRPC host:port, e.g. Jaeger.OTLPGRPCAddr), until the test
 // ends. It returns once the health check answers.
 //
-// Its five listen ports are picked free (FreeAddr) before the collector
-// binds them, so a process of another test package may take one in
-// between; the collector then exits with "address already in use", and it
-// is started again on other ports, up to three times.
+// A collector that exits because one of its ports was taken (waitReady) is
+// started again on other ports, up to three times.
 func StartCollector(t testing.TB, tracesTo string) *Collector {
 	t.Helper()
 	bin := ToolBinary(t, "otelcol")
-	for attempt := 1; ; attempt++ {
-		c, err := startCollector(t, bin, collectorAddrs(t, tracesTo))
-		if err == nil {
-			return c
-		}
-		if !errors.Is(err, errPortTaken) || attempt == 3 {
-			t.Fatal(err)
-		}
-		t.Logf("otelcol, attempt %d: %v; again on other ports", attempt, err)
-	}
+	return retryTakenPorts(t, "otelcol", func() (*Collector, error) {
+		return startCollector(t, bin, collectorAddrs(t, tracesTo))
+	})
 }
 
 // collectorAddrs picks the addresses of one start; tests replace it to
@@ -133,7 +124,7 @@ func startCollector(t testing.TB, bin string, a CollectorAddrs) (*Collector, err
 	}
 	logPath := filepath.Join(dir, "otelcol.log")
 	exited := startCollectorProcess(t, bin, c.ConfigPath, logPath)
-	if err := waitCollectorHealthy("http://"+a.Health+"/", logPath, exited); err != nil {
+	if err := waitReady("otelcol", func() bool { return answersOK("http://" + a.Health + "/") }, logPath, exited); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -173,28 +164,54 @@ func startCollectorProcess(t testing.TB, bin, config, logPath string) <-chan str
 	return done
 }
 
-// waitCollectorHealthy waits up to a minute for the health check to answer;
-// a collector that exits first is an error, errPortTaken when its log says
-// a port was taken.
-func waitCollectorHealthy(url, logPath string, exited <-chan struct{}) error {
+// waitReady waits up to a minute for ready to report true; a tool (the
+// collector, Jaeger) that exits first is an error, errPortTaken when its
+// log says a port was taken — its ports are picked free (FreeAddr) before
+// it binds them, and a process of another test package may take one in
+// between.
+func waitReady(what string, ready func() bool, logPath string, exited <-chan struct{}) error {
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
-		if resp, err := http.Get(url); err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
+		if ready() {
+			return nil
 		}
 		select {
 		case <-exited:
 			b, _ := os.ReadFile(logPath)
 			if strings.Contains(string(b), "address already in use") {
-				return fmt.Errorf("otelcol exited: %w:\n%s", errPortTaken, tail(string(b), 1024))
+				return fmt.Errorf("%s exited: %w:\n%s", what, errPortTaken, tail(string(b), 1024))
 			}
-			return fmt.Errorf("otelcol exited before it was healthy:\n%s", tail(string(b), 4096))
+			return fmt.Errorf("%s exited before it was ready:\n%s", what, tail(string(b), 4096))
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
 	b, _ := os.ReadFile(logPath)
-	return fmt.Errorf("otelcol not healthy at %s within 60s:\n%s", url, tail(string(b), 4096))
+	return fmt.Errorf("%s not ready within 60s:\n%s", what, tail(string(b), 4096))
+}
+
+// answersOK reports whether a GET of url answers 200.
+func answersOK(url string) bool {
+	resp, err := http.Get(url)
+	if err != nil {
+		return false
+	}
+	_ = resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// retryTakenPorts runs start up to three times while it fails with
+// errPortTaken (each time on ports picked afresh); another error, or the
+// third, fails the test.
+func retryTakenPorts[T any](t testing.TB, what string, start func() (T, error)) T {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		v, err := start()
+		if err == nil {
+			return v
+		}
+		if !errors.Is(err, errPortTaken) || attempt == 3 {
+			t.Fatal(err)
+		}
+		t.Logf("%s, attempt %d: %v; again on other ports", what, attempt, err)
+	}
 }

@@ -51,18 +51,14 @@ func TestDeriveCollectorConfig(t *testing.T) {
 // another test package) makes the collector exit; it is started again on
 // other ports instead of failing the test.
 func TestStartCollectorRetriesATakenPort(t *testing.T) {
-	taken, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer taken.Close()
+	taken := heldAddr(t)
 	pick := collectorAddrs
 	t.Cleanup(func() { collectorAddrs = pick })
 	starts := 0
 	collectorAddrs = func(t testing.TB, tracesTo string) CollectorAddrs {
 		a := pick(t, tracesTo)
 		if starts++; starts == 1 {
-			a.OTLPGRPC = taken.Addr().String()
+			a.OTLPGRPC = taken
 		}
 		return a
 	}
@@ -78,4 +74,38 @@ func TestStartCollectorRetriesATakenPort(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("OTLP/HTTP answered %s", resp.Status)
 	}
+}
+
+// Jaeger, another collector build, is started again the same way.
+func TestStartJaegerRetriesATakenPort(t *testing.T) {
+	taken := heldAddr(t)
+	pick := jaegerAddrs
+	t.Cleanup(func() { jaegerAddrs = pick })
+	starts := 0
+	jaegerAddrs = func(t testing.TB) jaegerPorts {
+		a := pick(t)
+		if starts++; starts == 1 {
+			a.otlp = taken
+		}
+		return a
+	}
+	j := StartJaeger(t)
+	if starts != 2 {
+		t.Errorf("jaeger started %d times, want 2 (the first on a taken port)", starts)
+	}
+	if !answersOK(j.QueryURL + "/api/services") {
+		t.Errorf("the second Jaeger's query API does not answer")
+	}
+}
+
+// heldAddr is a loopback address this test listens on until it ends: a
+// port another process took.
+func heldAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	return l.Addr().String()
 }

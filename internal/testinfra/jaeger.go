@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
-	"time"
 )
 
 // JaegerBinary returns the path of Jaeger (built from tools/jaeger by
@@ -27,12 +26,28 @@ type Jaeger struct {
 	QueryURL     string // http://host:port of the query API
 }
 
-// StartJaeger runs Jaeger on free loopback ports until the test ends.
+// StartJaeger runs Jaeger on free loopback ports until the test ends. One
+// that exits because a port was taken before it bound it (waitReady) is
+// started again on other ports, up to three times.
 func StartJaeger(t testing.TB) *Jaeger {
 	t.Helper()
 	bin := JaegerBinary(t)
+	return retryTakenPorts(t, "jaeger", func() (*Jaeger, error) { return startJaeger(t, bin, jaegerAddrs(t)) })
+}
+
+// jaegerPorts are the addresses Jaeger listens on.
+type jaegerPorts struct{ otlp, otlpGRPC, query, grpc, health string }
+
+// jaegerAddrs picks the addresses of one start; tests replace it to hand
+// Jaeger a port that is taken.
+var jaegerAddrs = func(t testing.TB) jaegerPorts {
+	return jaegerPorts{FreeAddr(t), FreeAddr(t), FreeAddr(t), FreeAddr(t), FreeAddr(t)}
+}
+
+func startJaeger(t testing.TB, bin string, a jaegerPorts) (*Jaeger, error) {
+	t.Helper()
 	dir := t.TempDir()
-	otlp, otlpGRPC, query, grpc, health := FreeAddr(t), FreeAddr(t), FreeAddr(t), FreeAddr(t), FreeAddr(t)
+	otlp, otlpGRPC, query, grpc, health := a.otlp, a.otlpGRPC, a.query, a.grpc, a.health
 	conf := fmt.Sprintf(`service:
   extensions: [jaeger_storage, jaeger_query, healthcheckv2]
   pipelines:
@@ -91,25 +106,18 @@ exporters:
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+		<-exited
 		_ = logf.Close()
 	})
 	j := &Jaeger{OTLPEndpoint: "http://" + otlp, OTLPGRPCAddr: otlpGRPC, QueryURL: "http://" + query}
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		if resp, err := http.Get(j.QueryURL + "/api/services"); err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return j
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
+	if err := waitReady("jaeger", func() bool { return answersOK(j.QueryURL + "/api/services") }, logPath, exited); err != nil {
+		return nil, err
 	}
-	b, _ := os.ReadFile(logPath)
-	t.Fatalf("jaeger not ready within 60s:\n%s", b)
-	return nil
+	return j, nil
 }
 
 // JaegerSpan is the part of a span the tests look at.
