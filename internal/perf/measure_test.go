@@ -181,19 +181,19 @@ type cpuWindow struct {
 }
 
 func window(a, b cpuSample) cpuWindow {
-	w := cpuWindow{Seconds: b.At.Sub(a.At).Seconds(), CPU: map[string]float64{}, Machine: max(0, b.Machine-a.Machine),
-		Switches: map[string]float64{}, MachineSwitches: max(0, b.MachineSwitches-a.MachineSwitches)}
-	for name, end := range b.CPU {
-		if start, ok := a.CPU[name]; ok {
-			w.CPU[name] = max(0, end-start)
+	return cpuWindow{Seconds: b.At.Sub(a.At).Seconds(), CPU: grown(a.CPU, b.CPU), Machine: max(0, b.Machine-a.Machine),
+		Switches: grown(a.Switches, b.Switches), MachineSwitches: max(0, b.MachineSwitches-a.MachineSwitches)}
+}
+
+// grown is how much each counter present in both samples grew from a to b.
+func grown(a, b map[string]float64) map[string]float64 {
+	out := map[string]float64{}
+	for name, end := range b {
+		if start, ok := a[name]; ok {
+			out[name] = max(0, end-start)
 		}
 	}
-	for name, end := range b.Switches {
-		if start, ok := a.Switches[name]; ok {
-			w.Switches[name] = max(0, end-start)
-		}
-	}
-	return w
+	return out
 }
 
 func (w cpuWindow) total() float64 {
