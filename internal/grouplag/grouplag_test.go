@@ -171,7 +171,12 @@ func TestMembersComeAndGo(t *testing.T) {
 // staleRounds intervals, then the group's series go (its error count stays).
 func TestBrokerGoneKeepsThenDrops(t *testing.T) {
 	c := cluster(t, 2)
-	e, reg := exporter(t, c, 100*time.Millisecond, Target{"ai-consumer", topic})
+	// The interval bounds each round: a first round (a fresh client's
+	// connection and five requests) under -race on a busy machine took
+	// more than 100 ms and failed, so it is seconds here; the round after
+	// the broker went waits out this much.
+	interval := 2 * time.Second
+	e, reg := exporter(t, c, interval, Target{"ai-consumer", topic})
 	e.Measure(context.Background())
 	if got := values(t, reg)[lagKey("ai-consumer", 0)]; got != 2 {
 		t.Fatalf("lag before the broker went: %v, want 2", got)
@@ -181,7 +186,7 @@ func TestBrokerGoneKeepsThenDrops(t *testing.T) {
 	got := values(t, reg)
 	expect(t, got, map[string]float64{lagKey("ai-consumer", 0): 2, `chat_kafka_group_lag_errors_total{group="ai-consumer"}`: 1})
 
-	e.publish(map[string]*view{"ai-consumer": {err: errors.New("still down")}}, time.Now().Add(staleRounds*time.Second))
+	e.publish(map[string]*view{"ai-consumer": {err: errors.New("still down")}}, time.Now().Add((staleRounds+1)*interval))
 	got = values(t, reg)
 	for k := range got {
 		if !strings.HasPrefix(k, "chat_kafka_group_lag_errors_total") {
