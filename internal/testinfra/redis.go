@@ -32,6 +32,17 @@ type RedisOption func(*redisConfig)
 type redisConfig struct {
 	persistence bool
 	args        []string
+	clusterBus  bool // pick the port so that port+10000 is free as well
+}
+
+// clusterBusOffset is how far above its port a cluster node binds its bus.
+const clusterBusOffset = 10000
+
+// withClusterBus picks the port for a cluster node, whose bus takes the
+// port 10000 above it: both are picked below the kernel's range of
+// outgoing ports (see freeports.go).
+func withClusterBus() RedisOption {
+	return func(c *redisConfig) { c.clusterBus = true }
 }
 
 // WithPersistence turns on the append-only file with appendfsync always, so
@@ -81,19 +92,30 @@ func StartRedis(t testing.TB, opts ...RedisOption) *Redis {
 	t.Helper()
 	bin := RequireBinary(t, "redis-server")
 	r := &Redis{
-		t:    t,
-		bin:  bin,
-		dir:  t.TempDir(),
-		port: FreePort(t),
+		t:   t,
+		bin: bin,
+		dir: t.TempDir(),
 	}
 	for _, o := range opts {
 		o(&r.cfg)
 	}
+	r.port = redisPort(t, r.cfg)
 	// Registered after t.TempDir, so it runs before the directory is
 	// removed (cleanups run last-in first-out).
 	t.Cleanup(r.Stop)
 	r.Start()
 	return r
+}
+
+// redisPort picks the server's port (FreePort), its bus port's too for a
+// cluster node.
+func redisPort(t testing.TB, cfg redisConfig) int {
+	if cfg.clusterBus {
+		if p, ok := pickBelowRange(clusterBusOffset); ok {
+			return p
+		}
+	}
+	return FreePort(t)
 }
 
 // Addr returns host:port for go-redis's Options.Addr.

@@ -50,7 +50,7 @@ func StartRedisCluster(t testing.TB, opts ...RedisOption) *RedisCluster {
 	cli := RequireBinary(t, "redis-cli")
 	c := &RedisCluster{t: t}
 	for range 6 {
-		nodeOpts := append([]RedisOption{WithRedisArgs(
+		nodeOpts := append([]RedisOption{withClusterBus(), WithRedisArgs(
 			"--cluster-enabled", "yes",
 			"--cluster-config-file", "nodes.conf",
 			"--cluster-node-timeout", strconv.Itoa(int(ClusterNodeTimeout.Milliseconds())),

@@ -18,6 +18,13 @@ func TestRedisClusterFailover(t *testing.T) {
 	if got := len(c.Masters()); got != 3 {
 		t.Fatalf("%d masters, want 3", got)
 	}
+	if low, err := ephemeralLow(); err == nil {
+		for _, n := range c.Nodes {
+			if n.port+clusterBusOffset >= low {
+				t.Errorf("node on %d: its bus port %d is in the kernel's range (from %d)", n.port, n.port+clusterBusOffset, low)
+			}
+		}
+	}
 	if !strings.HasPrefix(c.URL(), "redis+cluster://127.0.0.1:") || strings.Count(c.URL(), "addr=") != 5 {
 		t.Fatalf("URL() = %q", c.URL())
 	}

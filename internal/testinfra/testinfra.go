@@ -37,15 +37,15 @@ func RequireBinary(t testing.TB, name string) string {
 	return ""
 }
 
-// FreeAddr returns a loopback host:port that was free a moment ago.
+// FreeAddr returns a loopback host:port that was free a moment ago, one
+// the kernel does not hand out itself (see freeports.go): a server started
+// on it races only other tests' picks, not every outgoing connection.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeAddr()
 	if err != nil {
 		t.Fatalf("free port: %v", err)
 	}
-	addr := l.Addr().String()
-	_ = l.Close()
 	return addr
 }
 
