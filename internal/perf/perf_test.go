@@ -369,6 +369,7 @@ func runScenario(t *testing.T, s scenario, svcDir, loadgenDir, out string) *runR
 	r.Result = &res
 	if tp.Traces != nil {
 		r.Traces = tp.Traces.note(int64(res.Messages.Answered))
+		r.Stages = tp.Traces.stages.table()
 	}
 	return r
 }

@@ -37,6 +37,7 @@ type runResult struct {
 	Profiles        []string `json:"profiles"`
 	ProfileErrors   []string `json:"profile_errors,omitempty"`
 	Traces          string   `json:"traces,omitempty"` // PERF_TRACES: what the sink took
+	Stages          string   `json:"stages,omitempty"` // PERF_TRACES: where the time goes (stages_test.go)
 }
 
 // processOrder is the column order of the CPU tables.
@@ -172,6 +173,9 @@ func summary(header string, runs []*runResult) string {
 		}
 		if r.Traces != "" {
 			fmt.Fprintf(&b, "- %s\n", r.Traces)
+		}
+		if r.Stages != "" {
+			fmt.Fprintf(&b, "\n%s\n", r.Stages)
 		}
 		res := r.Result
 		if res == nil {

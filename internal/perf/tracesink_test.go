@@ -1,6 +1,8 @@
 package perf
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"fmt"
 	"io"
@@ -16,7 +18,8 @@ import (
 )
 
 // traceSink stands in for the collector when PERF_TRACES is on: it takes
-// the services' OTLP/HTTP trace exports and discards them, so a run
+// the services' OTLP/HTTP trace exports, keeps of them only the times of
+// each message's hop spans (stages_test.go), and discards them, so a run
 // measures what exporting every span costs the services (batching,
 // protobuf encoding, the HTTP requests) without a collector's or Tempo's
 // CPU on the same two cores. It runs in the test process, whose CPU the
@@ -26,11 +29,14 @@ type traceSink struct {
 	requests atomic.Int64
 	bytes    atomic.Int64
 	refused  atomic.Int64 // anything but a POST to /v1/traces
+	// undecoded counts exports whose spans could not be read for stages.
+	undecoded atomic.Int64
+	stages    *stages
 }
 
 func startTraceSink(t *testing.T) *traceSink {
 	t.Helper()
-	s := &traceSink{}
+	s := &traceSink{stages: newStages()}
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
 	t.Cleanup(s.srv.Close)
 	return s
@@ -42,12 +48,29 @@ func (s *traceSink) serve(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "only OTLP/HTTP traces here", http.StatusNotFound)
 		return
 	}
-	n, _ := io.Copy(io.Discard, r.Body)
+	body, _ := io.ReadAll(r.Body)
 	s.requests.Add(1)
-	s.bytes.Add(n)
+	s.bytes.Add(int64(len(body)))
+	if err := s.take(r.Header.Get("Content-Encoding"), body); err != nil {
+		s.undecoded.Add(1)
+	}
 	// An empty ExportTraceServiceResponse: everything accepted.
 	w.Header().Set("Content-Type", "application/x-protobuf")
 	w.WriteHeader(http.StatusOK)
+}
+
+// take hands an export's spans to the stages.
+func (s *traceSink) take(encoding string, body []byte) error {
+	if encoding == "gzip" {
+		zr, err := gzip.NewReader(bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		if body, err = io.ReadAll(zr); err != nil {
+			return err
+		}
+	}
+	return s.stages.add(body)
 }
 
 // env points every service's exporter at the sink.
@@ -62,7 +85,7 @@ func (s *traceSink) note(answered int64) string {
 	if answered > 0 {
 		per = fmt.Sprintf("%.0f B", float64(b)/float64(answered))
 	}
-	return fmt.Sprintf("traces exported to the sink: %d requests, %.1f MiB (%s per answered message), %d refused", req, float64(b)/(1<<20), per, refused)
+	return fmt.Sprintf("traces exported to the sink: %d requests, %.1f MiB (%s per answered message), %d refused, %d not decoded", req, float64(b)/(1<<20), per, refused, s.undecoded.Load())
 }
 
 // The sink takes what the services' exporter sends — the real OTLP/HTTP
