@@ -91,3 +91,18 @@ func TestQuantileNearestRank(t *testing.T) {
 		t.Error("quantile of nothing")
 	}
 }
+
+// Each service's redis.pipeline spans give how many pipelines it sent,
+// their callers on average and how long one took.
+func TestStagesSummarizePipelines(t *testing.T) {
+	st := newStages()
+	for i, callers := range []int64{1, 3} {
+		st.record(process.AIConsumer, &tracepb.Span{
+			Name: "redis.pipeline", StartTimeUnixNano: 1e9, EndTimeUnixNano: 1e9 + uint64(i+1)*2e6,
+			Attributes: []*commonpb.KeyValue{{Key: "chat.batch.callers", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_IntValue{IntValue: callers}}}},
+		})
+	}
+	if want := "| ai-consumer | 2 | 2.0 | 2.00 | 4.00 | 4.00 |"; !strings.Contains(st.table(), want) {
+		t.Errorf("table lacks %q:\n%s", want, st.table())
+	}
+}

@@ -27,6 +27,15 @@ import (
 type stages struct {
 	mu     sync.Mutex
 	traces map[[16]byte]*msgSpans
+	// pipelines are each service's redis.pipeline spans (redisbatch): how
+	// long a shared pipeline took, from its building to its replies read,
+	// and how many callers it carried.
+	pipelines map[string]*pipelineSpans
+}
+
+type pipelineSpans struct {
+	durations []int64
+	callers   int64
 }
 
 // span is one span's start and end, in Unix nanoseconds.
@@ -63,7 +72,9 @@ var stageDefs = []struct {
 	{"frame read → answer written (the sum)", func(m *msgSpans) int64 { return m.deliver.end - m.receive.start }},
 }
 
-func newStages() *stages { return &stages{traces: map[[16]byte]*msgSpans{}} }
+func newStages() *stages {
+	return &stages{traces: map[[16]byte]*msgSpans{}, pipelines: map[string]*pipelineSpans{}}
+}
 
 // add takes one OTLP/HTTP export request's body.
 func (st *stages) add(body []byte) error {
@@ -98,6 +109,9 @@ func (st *stages) record(service string, sp *tracepb.Span) {
 	var pick func(m *msgSpans) *span
 	name := sp.GetName()
 	switch {
+	case name == "redis.pipeline":
+		st.recordPipeline(service, sp)
+		return
 	case service == process.Gateway && name == "chat.receive":
 		pick = func(m *msgSpans) *span { return &m.receive }
 	case service == process.Gateway && name == "chat.deliver":
@@ -120,6 +134,20 @@ func (st *stages) record(service string, sp *tracepb.Span) {
 		st.traces[id] = m
 	}
 	pick(m).take(int64(sp.GetStartTimeUnixNano()), int64(sp.GetEndTimeUnixNano()))
+}
+
+func (st *stages) recordPipeline(service string, sp *tracepb.Span) {
+	p := st.pipelines[service]
+	if p == nil {
+		p = &pipelineSpans{}
+		st.pipelines[service] = p
+	}
+	p.durations = append(p.durations, int64(sp.GetEndTimeUnixNano()-sp.GetStartTimeUnixNano()))
+	for _, kv := range sp.GetAttributes() {
+		if kv.GetKey() == "chat.batch.callers" {
+			p.callers += kv.GetValue().GetIntValue()
+		}
+	}
 }
 
 // complete reports whether every hop's span of m arrived.
@@ -155,6 +183,28 @@ func (st *stages) table() string {
 		v := values[i]
 		slices.Sort(v)
 		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", d.name, nsMS(quantile(v, 0.5)), nsMS(quantile(v, 0.9)), nsMS(quantile(v, 0.99)))
+	}
+	b.WriteString(st.pipelineTable())
+	return b.String()
+}
+
+// pipelineTable is each service's Redis pipelines: how many, their callers,
+// and how long one took.
+func (st *stages) pipelineTable() string {
+	services := make([]string, 0, len(st.pipelines))
+	for s := range st.pipelines {
+		services = append(services, s)
+	}
+	slices.Sort(services)
+	var b strings.Builder
+	b.WriteString("\nRedis pipelines (redisbatch's redis.pipeline spans: building, round trip, replies read; ms):\n\n")
+	b.WriteString("| service | pipelines | callers per pipeline | p50 | p90 | p99 |\n|---|---|---|---|---|---|\n")
+	for _, s := range services {
+		p := st.pipelines[s]
+		slices.Sort(p.durations)
+		n := len(p.durations)
+		fmt.Fprintf(&b, "| %s | %d | %.1f | %s | %s | %s |\n", s, n, float64(p.callers)/float64(max(n, 1)),
+			nsMS(quantile(p.durations, 0.5)), nsMS(quantile(p.durations, 0.9)), nsMS(quantile(p.durations, 0.99)))
 	}
 	return b.String()
 }
