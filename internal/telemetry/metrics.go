@@ -1,6 +1,7 @@
 package telemetry
 
 import (
+	"regexp"
 	"runtime/debug"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,12 +27,19 @@ func BuildVersion() string {
 	return "dev"
 }
 
-// NewRegistry returns the process's metric registry with Go runtime, process
-// and build-info collectors.
+// schedLatencies is the one runtime/metrics series added to the Go
+// collector's defaults: how long a goroutine made ready waits until it runs
+// (go_sched_latencies_seconds, eight buckets). The services run with one P
+// (config.DeployedGOMAXPROCS), and this is what says that one is too few —
+// CPU time says how busy a pod is, not how long its work waits for it.
+var schedLatencies = collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/sched/latencies:seconds$`)}
+
+// NewRegistry returns the process's metric registry with Go runtime
+// (schedLatencies included), process and build-info collectors.
 func NewRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
-		collectors.NewGoCollector(),
+		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(schedLatencies)),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewBuildInfoCollector(),
 	)

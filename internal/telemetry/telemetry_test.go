@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -97,6 +98,38 @@ func TestRegistryHasBuildInfo(t *testing.T) {
 	}
 	if !found {
 		t.Fatal("chat_build_info missing")
+	}
+}
+
+// The registry exports how long ready goroutines wait to run (the
+// dashboards' "Wait for a CPU" panel) as a histogram with buckets, beside
+// the Go collector's defaults, and no other runtime/metrics series.
+func TestRegistryHasSchedulerLatency(t *testing.T) {
+	done := make(chan struct{})
+	go func() { close(done) }() // at least one goroutine made ready
+	<-done
+	mfs, err := NewRegistry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]*dto.MetricFamily{}
+	for _, mf := range mfs {
+		names[mf.GetName()] = mf
+	}
+	sched := names["go_sched_latencies_seconds"]
+	if sched == nil || sched.GetType() != dto.MetricType_HISTOGRAM {
+		t.Fatalf("go_sched_latencies_seconds: %v, want a histogram", sched)
+	}
+	if h := sched.GetMetric()[0].GetHistogram(); len(h.GetBucket()) < 4 || h.GetSampleCount() == 0 {
+		t.Fatalf("go_sched_latencies_seconds has %d buckets, %d samples", len(h.GetBucket()), h.GetSampleCount())
+	}
+	if names["go_goroutines"] == nil || names["go_memstats_heap_alloc_bytes"] == nil {
+		t.Fatal("the Go collector's default series are missing")
+	}
+	for n := range names {
+		if strings.HasPrefix(n, "go_sched_") && n != "go_sched_latencies_seconds" && n != "go_sched_gomaxprocs_threads" {
+			t.Errorf("%s is exported too: only the scheduler latency was asked for", n)
+		}
 	}
 }
 
