@@ -1,6 +1,10 @@
 package perf
 
 import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -85,5 +89,35 @@ func TestSwitchCounters(t *testing.T) {
 	}
 	if procSwitches(-1) != 0 {
 		t.Error("a process that is not there switched")
+	}
+}
+
+// A service's wait for a CPU is read from its go_sched_latencies_seconds
+// sum and count (the runtime's histogram, every label summed); a page
+// without it is an error, so an older build's run shows none.
+func TestSchedWaitReadsTheHistogram(t *testing.T) {
+	page := "# TYPE go_sched_latencies_seconds histogram\n" +
+		"go_sched_latencies_seconds_bucket{le=\"0.0009175039999999999\"} 7\n" +
+		"go_sched_latencies_seconds_bucket{le=\"+Inf\"} 8\n" +
+		"go_sched_latencies_seconds_sum 0.004\n" +
+		"go_sched_latencies_seconds_count 8\n"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/metrics" {
+			_, _ = io.WriteString(w, page)
+			return
+		}
+		http.NotFound(w, r)
+	}))
+	defer srv.Close()
+	got, err := schedWait(context.Background(), srv.URL)
+	if err != nil || got != (schedTotals{sum: 0.004, count: 8}) {
+		t.Fatalf("schedWait = %+v, %v", got, err)
+	}
+	page = "go_goroutines 5\n"
+	if _, err := schedWait(context.Background(), srv.URL); err == nil {
+		t.Fatal("a page without the histogram gave a wait")
+	}
+	if got := waitLine(map[string]float64{"relay": 0.9, "gw-1": 0.12}); got != "gw-1 0.12 ms, relay 0.90 ms" {
+		t.Fatalf("waitLine = %q", got)
 	}
 }

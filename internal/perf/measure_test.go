@@ -232,8 +232,11 @@ func fetch(ctx context.Context, url, path string) error {
 
 // profileSet takes, at once, a CPU profile of seconds from every service and
 // of the test process (the broker), then a heap profile of the services that
-// want one. Files go to dir; failures are returned, not fatal.
-func profileSet(ctx context.Context, dir string, svcs []service, seconds int) (files []string, errs []string) {
+// want one. Files go to dir; failures are returned, not fatal. waitMS is
+// each service's mean wait for a CPU over the CPU profile's window (see
+// schedWait); a build that does not export it has none.
+func profileSet(ctx context.Context, dir string, svcs []service, seconds int) (files []string, errs []string, waitMS map[string]float64) {
+	waitMS = map[string]float64{}
 	var mu sync.Mutex
 	note := func(file string, err error) {
 		mu.Lock()
@@ -251,11 +254,17 @@ func profileSet(ctx context.Context, dir string, svcs []service, seconds int) (f
 			defer wg.Done()
 			name := "cpu-" + s.Name + ".pprof"
 			url := fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", s.Ops, seconds)
+			before, beforeErr := schedWait(ctx, s.Ops)
 			if err := fetch(ctx, url, filepath.Join(dir, name)); err != nil {
 				note("", fmt.Errorf("%s CPU profile: %w", s.Name, err))
 				return
 			}
 			note(name, nil)
+			if after, err := schedWait(ctx, s.Ops); err == nil && beforeErr == nil && after.count > before.count {
+				mu.Lock()
+				waitMS[s.Name] = (after.sum - before.sum) / (after.count - before.count) * 1000
+				mu.Unlock()
+			}
 			if s.Heap {
 				name := "heap-" + s.Name + ".pprof"
 				if err := fetch(ctx, s.Ops+"/debug/pprof/heap", filepath.Join(dir, name)); err != nil {
@@ -292,7 +301,20 @@ func profileSet(ctx context.Context, dir string, svcs []service, seconds int) (f
 	}()
 	wg.Wait()
 	slices.Sort(files)
-	return files, errs
+	return files, errs, waitMS
+}
+
+// schedTotals are a service's go_sched_latencies_seconds sum and count: how
+// long its goroutines, once ready, waited to run (the runtime samples them).
+type schedTotals struct{ sum, count float64 }
+
+func schedWait(ctx context.Context, ops string) (schedTotals, error) {
+	sum, err := scrapeGauge(ctx, ops+"/metrics", "go_sched_latencies_seconds_sum")
+	if err != nil {
+		return schedTotals{}, err
+	}
+	count, err := scrapeGauge(ctx, ops+"/metrics", "go_sched_latencies_seconds_count")
+	return schedTotals{sum, count}, err
 }
 
 // scrapeGauge sums the samples of metric (exact name, any labels) on a

@@ -192,6 +192,11 @@ func checkSmoke(t *testing.T, out string, runs []*runResult) {
 			}
 		}
 	}
+	for _, n := range []string{"gw-1", "gw-2", "ai-consumer", "message-relay"} {
+		if w, ok := r.WaitMS[n]; !ok || w < 0 {
+			t.Errorf("smoke: no wait for a CPU for %s: %v", n, r.WaitMS)
+		}
+	}
 	for _, f := range []string{"loadgen.json", "loadgen.txt", "cpu-gw-1.pprof", "cpu-gw-2.pprof", "cpu-ai-consumer.pprof",
 		"cpu-message-relay.pprof", "heap-gw-1.pprof", "heap-gw-2.pprof", "websocket-server-1.log"} {
 		if fi, err := os.Stat(filepath.Join(out, r.Dir, f)); err != nil || (fi.Size() == 0 && !strings.HasSuffix(f, ".log")) {
@@ -328,7 +333,7 @@ func runScenario(t *testing.T, s scenario, svcDir, loadgenDir, out string) *runR
 			}
 			pctx, pcancel := context.WithTimeout(ctx, time.Duration(r.ProfileSecs)*time.Second+time.Minute)
 			defer pcancel()
-			r.Profiles, r.ProfileErrors = profileSet(pctx, dir, tp.services(), r.ProfileSecs)
+			r.Profiles, r.ProfileErrors, r.WaitMS = profileSet(pctx, dir, tp.services(), r.ProfileSecs)
 		}()
 		select {
 		case <-time.After(time.Until(sendStart.Add(s.Duration))):

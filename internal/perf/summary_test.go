@@ -36,8 +36,11 @@ type runResult struct {
 	ProfileSecs     int      `json:"profile_seconds"`
 	Profiles        []string `json:"profiles"`
 	ProfileErrors   []string `json:"profile_errors,omitempty"`
-	Traces          string   `json:"traces,omitempty"` // PERF_TRACES: what the sink took
-	Stages          string   `json:"stages,omitempty"` // PERF_TRACES: where the time goes (stages_test.go)
+	// WaitMS is each service's mean wait for a CPU in the profiles' window
+	// (go_sched_latencies_seconds).
+	WaitMS map[string]float64 `json:"sched_wait_ms,omitempty"`
+	Traces string             `json:"traces,omitempty"` // PERF_TRACES: what the sink took
+	Stages string             `json:"stages,omitempty"` // PERF_TRACES: where the time goes (stages_test.go)
 }
 
 // processOrder is the column order of the CPU tables.
@@ -168,6 +171,9 @@ func summary(header string, runs []*runResult) string {
 		if r.ProfileSecs > 0 {
 			fmt.Fprintf(&b, "- profiles (%d s CPU): %s\n", r.ProfileSecs, strings.Join(r.Profiles, ", "))
 		}
+		if len(r.WaitMS) > 0 {
+			fmt.Fprintf(&b, "- wait for a CPU (a ready goroutine's mean wait to run, go_sched_latencies_seconds, in the profiles' window): %s\n", waitLine(r.WaitMS))
+		}
 		for _, e := range r.ProfileErrors {
 			fmt.Fprintf(&b, "- profile failed: %s\n", e)
 		}
@@ -200,6 +206,15 @@ func summary(header string, runs []*runResult) string {
 		}
 	}
 	return b.String()
+}
+
+// waitLine is "name 0.12 ms, ..." in name order.
+func waitLine(w map[string]float64) string {
+	var parts []string
+	for _, name := range slices.Sorted(maps.Keys(w)) {
+		parts = append(parts, fmt.Sprintf("%s %.2f ms", name, w[name]))
+	}
+	return strings.Join(parts, ", ")
 }
 
 func serverLine(s loadgen.ServerStats) string {
