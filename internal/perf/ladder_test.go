@@ -117,7 +117,7 @@ func TestSchedWaitReadsTheHistogram(t *testing.T) {
 	if _, err := schedWait(context.Background(), srv.URL); err == nil {
 		t.Fatal("a page without the histogram gave a wait")
 	}
-	if got := waitLine(map[string]float64{"relay": 0.9, "gw-1": 0.12}); got != "gw-1 0.12 ms, relay 0.90 ms" {
+	if got := waitLine(map[string]float64{"relay": 0.9, "gw-1": 0.12}); got != "gw-1 0.120 ms, relay 0.900 ms" {
 		t.Fatalf("waitLine = %q", got)
 	}
 }

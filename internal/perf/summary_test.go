@@ -208,11 +208,11 @@ func summary(header string, runs []*runResult) string {
 	return b.String()
 }
 
-// waitLine is "name 0.12 ms, ..." in name order.
+// waitLine is "name 0.120 ms, ..." in name order.
 func waitLine(w map[string]float64) string {
 	var parts []string
 	for _, name := range slices.Sorted(maps.Keys(w)) {
-		parts = append(parts, fmt.Sprintf("%s %.2f ms", name, w[name]))
+		parts = append(parts, fmt.Sprintf("%s %.3f ms", name, w[name]))
 	}
 	return strings.Join(parts, ", ")
 }
