@@ -3,6 +3,7 @@ package testinfra
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"slices"
 	"strconv"
@@ -54,6 +55,10 @@ func kafkaConsumeN(t *testing.T, ctx context.Context, cl *kgo.Client, n int) ([]
 			t.Fatalf("consumed %d of %d records before timeout: %v", len(got), n, got)
 		}
 		for _, e := range fs.Errors() {
+			if rejoins(e.Err) {
+				t.Logf("fetch %s/%d: %v (the client joins again by itself)", e.Topic, e.Partition, e.Err)
+				continue
+			}
 			t.Fatalf("fetch %s/%d: %v", e.Topic, e.Partition, e.Err)
 		}
 		fs.EachRecord(func(r *kgo.Record) {
@@ -62,6 +67,27 @@ func kafkaConsumeN(t *testing.T, ctx context.Context, cl *kgo.Client, n int) ([]
 		})
 	}
 	return got, recs
+}
+
+// rejoins reports whether a fetch error is the group session's, which the
+// client recovers from by itself (it finds the group's coordinator again
+// and rejoins), as the services' consumers treat every fetch error: after a
+// broker is killed, a heartbeat or join may still dial the dead
+// coordinator before the client learns the new one (TestKafkaKillBroker
+// failed so, once in a busy `make test`).
+func rejoins(err error) bool {
+	var gs *kgo.ErrGroupSession
+	return errors.As(err, &gs)
+}
+
+func TestRejoinsOnlyOnGroupSessionErrors(t *testing.T) {
+	dial := errors.New("unable to dial: dial tcp 127.0.0.1:1: connect: connection refused")
+	if !rejoins(&kgo.ErrGroupSession{Err: dial}) || !rejoins(fmt.Errorf("poll: %w", &kgo.ErrGroupSession{Err: dial})) {
+		t.Error("a group session error is fatal to the test's consumer")
+	}
+	if rejoins(dial) || rejoins(kerr.UnknownTopicOrPartition) {
+		t.Error("an error outside the group session is passed over")
+	}
 }
 
 func TestKafkaProduceConsume(t *testing.T) {
