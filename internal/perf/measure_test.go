@@ -309,51 +309,71 @@ func profileSet(ctx context.Context, dir string, svcs []service, seconds int) (f
 type schedTotals struct{ sum, count float64 }
 
 func schedWait(ctx context.Context, ops string) (schedTotals, error) {
-	sum, err := scrapeGauge(ctx, ops+"/metrics", "go_sched_latencies_seconds_sum")
+	v, err := scrapeSums(ctx, ops+"/metrics", "go_sched_latencies_seconds_sum", "go_sched_latencies_seconds_count")
 	if err != nil {
 		return schedTotals{}, err
 	}
-	count, err := scrapeGauge(ctx, ops+"/metrics", "go_sched_latencies_seconds_count")
-	return schedTotals{sum, count}, err
+	return schedTotals{v[0], v[1]}, nil
 }
 
 // scrapeGauge sums the samples of metric (exact name, any labels) on a
 // Prometheus text page.
 func scrapeGauge(ctx context.Context, url, metric string) (float64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	v, err := scrapeSums(ctx, url, metric)
 	if err != nil {
 		return 0, err
+	}
+	return v[0], nil
+}
+
+// scrapeSums sums the samples of each metric (exact name, any labels) on
+// one read of a Prometheus text page, so related series (a histogram's sum
+// and count) come from the same moment; a metric without samples is an
+// error.
+func scrapeSums(ctx context.Context, url string, metrics ...string) ([]float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer resp.Body.Close()
-	sum, found := 0.0, false
+	sums, found := make([]float64, len(metrics)), make([]bool, len(metrics))
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		l := sc.Text()
-		rest, ok := strings.CutPrefix(l, metric)
-		if !ok || rest == "" || (rest[0] != ' ' && rest[0] != '{') {
-			continue
-		}
-		if rest[0] == '{' {
-			rest = rest[strings.LastIndexByte(rest, '}')+1:]
-		}
-		f := strings.Fields(rest)
-		if len(f) == 0 {
-			continue
-		}
-		if v, err := strconv.ParseFloat(f[0], 64); err == nil {
-			sum += v
-			found = true
+		for i, metric := range metrics {
+			if v, ok := sample(sc.Text(), metric); ok {
+				sums[i] += v
+				found[i] = true
+			}
 		}
 	}
-	if !found {
-		return 0, fmt.Errorf("%s: no %s", url, metric)
+	for i, ok := range found {
+		if !ok {
+			return nil, fmt.Errorf("%s: no %s", url, metrics[i])
+		}
 	}
-	return sum, sc.Err()
+	return sums, sc.Err()
+}
+
+// sample is the value of line if it is a sample of metric.
+func sample(line, metric string) (float64, bool) {
+	rest, ok := strings.CutPrefix(line, metric)
+	if !ok || rest == "" || (rest[0] != ' ' && rest[0] != '{') {
+		return 0, false
+	}
+	if rest[0] == '{' {
+		rest = rest[strings.LastIndexByte(rest, '}')+1:]
+	}
+	f := strings.Fields(rest)
+	if len(f) == 0 {
+		return 0, false
+	}
+	v, err := strconv.ParseFloat(f[0], 64)
+	return v, err == nil
 }
 
 // openSockets is chat_ws_connections summed over the gateways.

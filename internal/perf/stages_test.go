@@ -25,6 +25,8 @@ import (
 // ai-consumer's process span with the model call's span inside, the relay's process span with its publish
 // span inside, and the gateway's chat.deliver (the answer's frame written).
 type stages struct {
+	// mu guards traces and pipelines: the sink's handler adds each export
+	// on its own goroutine, and table reads them once the run is over.
 	mu     sync.Mutex
 	traces map[[16]byte]*msgSpans
 	// pipelines are each service's redis.pipeline spans (redisbatch): how

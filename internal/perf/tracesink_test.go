@@ -13,8 +13,13 @@ import (
 	"testing"
 
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/chatrelay/chat/internal/process"
 )
 
 // traceSink stands in for the collector when PERF_TRACES is on: it takes
@@ -98,17 +103,29 @@ func TestTraceSinkTakesOTLPExports(t *testing.T) {
 		k, v, _ := strings.Cut(kv, "=")
 		t.Setenv(k, v)
 	}
-	exp, err := otlptracehttp.New(context.Background())
-	if err != nil {
-		t.Fatal(err)
+	// A gateway's chat.receive span, plain and gzip'd (the exporter's
+	// OTEL_EXPORTER_OTLP_COMPRESSION): each reaches the stages.
+	for i, opts := range [][]otlptracehttp.Option{nil, {otlptracehttp.WithCompression(otlptracehttp.GzipCompression)}} {
+		exp, err := otlptracehttp.New(context.Background(), opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		span := tracetest.SpanStub{
+			Name:        "chat.receive",
+			SpanContext: trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{15: byte(i + 1)}, SpanID: trace.SpanID{7: 1}}),
+			Resource:    resource.NewSchemaless(semconv.ServiceName(process.Gateway)),
+		}.Snapshot()
+		if err := exp.ExportSpans(context.Background(), []sdktrace.ReadOnlySpan{span}); err != nil {
+			t.Fatalf("export to the sink: %v", err)
+		}
+		_ = exp.Shutdown(context.Background())
 	}
-	span := tracetest.SpanStub{Name: "op"}.Snapshot()
-	if err := exp.ExportSpans(context.Background(), []sdktrace.ReadOnlySpan{span}); err != nil {
-		t.Fatalf("export to the sink: %v", err)
+	if sink.requests.Load() != 2 || sink.bytes.Load() == 0 || sink.undecoded.Load() != 0 {
+		t.Fatalf("sink took %d requests, %d bytes, %d not decoded; want 2 requests with a body, all decoded",
+			sink.requests.Load(), sink.bytes.Load(), sink.undecoded.Load())
 	}
-	_ = exp.Shutdown(context.Background())
-	if sink.requests.Load() != 1 || sink.bytes.Load() == 0 {
-		t.Fatalf("sink took %d requests, %d bytes; want 1 request with a body", sink.requests.Load(), sink.bytes.Load())
+	if n := len(sink.stages.traces); n != 2 {
+		t.Fatalf("the stages hold %d messages, want the 2 exported", n)
 	}
 
 	resp, err := http.Get(sink.srv.URL + "/v1/metrics")
@@ -119,7 +136,7 @@ func TestTraceSinkTakesOTLPExports(t *testing.T) {
 	if resp.StatusCode != http.StatusNotFound || sink.refused.Load() != 1 {
 		t.Fatalf("GET /v1/metrics: status %d, refused %d; want 404, 1", resp.StatusCode, sink.refused.Load())
 	}
-	if note := sink.note(1); !strings.Contains(note, "1 requests") || !strings.Contains(note, "1 refused") {
+	if note := sink.note(1); !strings.Contains(note, "2 requests") || !strings.Contains(note, "1 refused") || !strings.Contains(note, "0 not decoded") {
 		t.Fatalf("note %q", note)
 	}
 }
