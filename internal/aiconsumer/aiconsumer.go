@@ -119,7 +119,7 @@ func New(ctx context.Context, cfg Config, model llm.Model, log *slog.Logger, reg
 	})
 	s.rdb = rdb
 	w, err := kafka.NewWorker(ctx, kafka.WorkerConfig{
-		Kafka: cfg.Kafka, ClientID: "ai-consumer", Group: cfg.Group, Topic: kafka.TopicIncoming,
+		Kafka: cfg.Kafka, Fetch: cfg.Fetch, ClientID: "ai-consumer", Group: cfg.Group, Topic: kafka.TopicIncoming,
 		Also: []string{kafka.TopicResponses}, MaxInFlight: cfg.MaxInFlight, Drain: cfg.Drain, Log: log, Registerer: reg,
 	}, s.handle)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 // Config is the ai-consumer's configuration.
 type Config struct {
 	Kafka   config.Kafka
+	Fetch   config.KafkaFetch
 	Redis   config.Redis
 	History history.Config
 
@@ -65,6 +66,9 @@ type Config struct {
 // Validate checks the ai-consumer's settings.
 func (c Config) Validate() error {
 	if err := c.Kafka.Validate(); err != nil {
+		return err
+	}
+	if err := c.Fetch.Validate(); err != nil {
 		return err
 	}
 	if err := c.History.Validate(); err != nil {

@@ -76,6 +76,40 @@ func (k Kafka) Validate() error {
 
 var instanceIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,249}$`)
 
+// KafkaFetch is how long a consumer's fetch may wait at the broker for
+// records to gather: Kafka's fetch.min.bytes and fetch.max.wait.ms. The
+// defaults answer a fetch as soon as one record is there, which keeps a
+// message's hops as short as they go. Raising the minimum makes every
+// fetch wait until that many bytes or the wait: fewer, fuller fetches,
+// whose records then share Redis pipelines and produce requests, so less
+// CPU per message under load, and up to the wait added to every message
+// on a quiet system (docs/performance.md, "the tenth round", has both).
+type KafkaFetch struct {
+	MinBytes int32         `env:"KAFKA_FETCH_MIN_BYTES" envDefault:"1"`
+	MaxWait  time.Duration `env:"KAFKA_FETCH_MAX_WAIT" envDefault:"50ms"`
+}
+
+// MaxFetchMinBytes is the most KAFKA_FETCH_MIN_BYTES may ask for: the
+// client's largest fetch (franz-go's FetchMaxBytes default), which a larger
+// minimum could never reach.
+const MaxFetchMinBytes = 50 << 20
+
+// Validate checks the fetch settings.
+func (f KafkaFetch) Validate() error {
+	switch {
+	case f.MinBytes < 1 || f.MinBytes > MaxFetchMinBytes:
+		return fmt.Errorf("KAFKA_FETCH_MIN_BYTES: must be 1 to %d", MaxFetchMinBytes)
+	case f.MaxWait < 10*time.Millisecond:
+		// The client refuses less, and would name its own option.
+		return errors.New("KAFKA_FETCH_MAX_WAIT: must be at least 10ms")
+	case f.MaxWait > 30*time.Second:
+		// Every message may wait this long at each hop when the minimum
+		// is not reached: a longer one is a typo, not a tuning.
+		return errors.New("KAFKA_FETCH_MAX_WAIT: must be at most 30s")
+	}
+	return nil
+}
+
 // Redis is the Redis configuration shared by every service. The URL may hold
 // a password, hence secret.
 type Redis struct {

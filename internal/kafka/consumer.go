@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -30,6 +31,11 @@ type ConsumerConfig struct {
 	CommitInterval time.Duration
 	// SessionTimeout is the group session timeout (0: franz-go's 45s).
 	SessionTimeout time.Duration
+	// FetchMinBytes and FetchMaxWait are how long a fetch may wait at the
+	// broker for records to gather (config.KafkaFetch); 0: answered as
+	// soon as a record is there, an idle fetch renewed every 50ms.
+	FetchMinBytes int32
+	FetchMaxWait  time.Duration
 	// InstanceID, when set, makes the consumer a static group member
 	// (KIP-345): after a crash, a restart with the same id takes the
 	// partitions back without waiting for the session timeout. Run still
@@ -169,7 +175,8 @@ func (c *Consumer) groupOpts() []kgo.Opt {
 		kgo.OnPartitionsRevoked(c.revoked),
 		kgo.OnPartitionsLost(c.lost),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchMaxWait(fetchMaxWait),
+		kgo.FetchMaxWait(cmp.Or(c.cfg.FetchMaxWait, fetchMaxWait)),
+		kgo.FetchMinBytes(max(c.cfg.FetchMinBytes, 1)),
 		kgo.WithHooks(fenceHook{c}),
 	}
 	if st := c.cfg.SessionTimeout; st > 0 {
@@ -403,7 +410,7 @@ func (c *Consumer) forget(m map[string][]int32) {
 }
 
 // fetchMaxWait bounds how long an idle fetch waits at the broker for new
-// records. Kafka answers as soon as a record arrives; brokers that only
-// answer at the deadline (kfake, in the dev stack and tests) add up to this
-// much latency per hop, so keep it short.
+// records when ConsumerConfig does not say (KAFKA_FETCH_MAX_WAIT's
+// default). With a minimum of one byte the broker answers as soon as a
+// record arrives, so this only paces the fetches of an idle consumer.
 const fetchMaxWait = 50 * time.Millisecond

@@ -17,6 +17,7 @@ import (
 // message-relay are both one.
 type WorkerConfig struct {
 	Kafka    config.Kafka
+	Fetch    config.KafkaFetch
 	ClientID string
 	Group    string
 	// Topic is consumed; it and its dead-letter topic are created when
@@ -66,7 +67,8 @@ func NewWorker(ctx context.Context, cfg WorkerConfig, handle Handler) (*Worker, 
 		Client: cc, Group: cfg.Group, Topics: []string{cfg.Topic},
 		MaxInFlight: cfg.MaxInFlight, DrainTimeout: cfg.Drain,
 		SessionTimeout: cfg.Kafka.SessionTimeout,
-		InstanceID:     cfg.Kafka.Instance(), Fenced: NewFencedCounter(cfg.Registerer),
+		FetchMinBytes:  cfg.Fetch.MinBytes, FetchMaxWait: cfg.Fetch.MaxWait,
+		InstanceID: cfg.Kafka.Instance(), Fenced: NewFencedCounter(cfg.Registerer),
 	}, h)
 	if err != nil {
 		w.Producer.Close()

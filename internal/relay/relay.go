@@ -34,6 +34,7 @@ import (
 // Config is the relay's configuration.
 type Config struct {
 	Kafka       config.Kafka
+	Fetch       config.KafkaFetch
 	Redis       config.Redis
 	History     history.Config
 	Group       string        `env:"RELAY_GROUP" envDefault:"message-relay"`
@@ -44,6 +45,9 @@ type Config struct {
 // Validate checks the relay's settings.
 func (c Config) Validate() error {
 	if err := c.Kafka.Validate(); err != nil {
+		return err
+	}
+	if err := c.Fetch.Validate(); err != nil {
 		return err
 	}
 	if err := c.History.Validate(); err != nil {
@@ -100,7 +104,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 	r := newRelay(cfg, log, reg, redisStore{Store: history.New(rdb, cfg.History), rdb: rdb})
 	r.rdb = rdb
 	w, err := kafka.NewWorker(ctx, kafka.WorkerConfig{
-		Kafka: cfg.Kafka, ClientID: "message-relay", Group: cfg.Group, Topic: kafka.TopicResponses,
+		Kafka: cfg.Kafka, Fetch: cfg.Fetch, ClientID: "message-relay", Group: cfg.Group, Topic: kafka.TopicResponses,
 		MaxInFlight: cfg.MaxInFlight, Drain: cfg.Drain, Log: log, Registerer: reg,
 	}, r.handle)
 	if err != nil {

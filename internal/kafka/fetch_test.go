@@ -1,0 +1,63 @@
+package kafka
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// The consumer's fetches ask the broker for what KAFKA_FETCH_MIN_BYTES and
+// KAFKA_FETCH_MAX_WAIT say, and for one byte and 50ms when nothing does.
+func TestConsumerFetchesWaitAsConfigured(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		minBytes int32
+		maxWait  time.Duration
+		wantMin  int32
+		wantWait int32
+	}{
+		{"default", 0, 0, 1, 50},
+		{"configured", 65536, 20 * time.Millisecond, 65536, 20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cl, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(cl.Close)
+			fetches := make(chan *kmsg.FetchRequest, 1)
+			cl.ControlKey(int16(kmsg.Fetch), func(req kmsg.Request) (kmsg.Response, error, bool) {
+				cl.KeepControl()
+				select {
+				case fetches <- req.(*kmsg.FetchRequest):
+				default:
+				}
+				return nil, nil, false // the broker answers as it would
+			})
+			c, err := NewConsumer(ConsumerConfig{
+				Client: ClientConfig{Brokers: cl.ListenAddrs()}, Group: "g", Topics: []string{"t"},
+				MaxInFlight: 1, DrainTimeout: time.Second, CommitInterval: 100 * time.Millisecond,
+				FetchMinBytes: tc.minBytes, FetchMaxWait: tc.maxWait,
+			}, func(context.Context, *kgo.Record) error { return nil })
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- c.Run(ctx) }()
+			defer func() { cancel(); <-done }()
+			select {
+			case req := <-fetches:
+				if req.MinBytes != tc.wantMin || req.MaxWaitMillis != tc.wantWait {
+					t.Errorf("fetch asks for min %d bytes, wait %d ms; want %d, %d", req.MinBytes, req.MaxWaitMillis, tc.wantMin, tc.wantWait)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatal("no fetch within 20s")
+			}
+		})
+	}
+}
