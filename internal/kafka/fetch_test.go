@@ -61,3 +61,51 @@ func TestConsumerFetchesWaitAsConfigured(t *testing.T) {
 		})
 	}
 }
+
+// A fetch waiting at the broker (up to the longest KAFKA_FETCH_MAX_WAIT
+// accepted) does not hold up shutdown: Run returns once the fetch is
+// abandoned, not when the broker answers it.
+func TestConsumerStopsDuringALongFetchWait(t *testing.T) {
+	cl, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	waiting := make(chan struct{}, 1)
+	cl.ControlKey(int16(kmsg.Fetch), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		cl.KeepControl()
+		if len(req.(*kmsg.FetchRequest).Topics) > 0 {
+			select {
+			case waiting <- struct{}{}:
+			default:
+			}
+		}
+		return nil, nil, false
+	})
+	c, err := NewConsumer(ConsumerConfig{
+		Client: ClientConfig{Brokers: cl.ListenAddrs()}, Group: "g", Topics: []string{"t"},
+		MaxInFlight: 1, DrainTimeout: time.Second, CommitInterval: 100 * time.Millisecond,
+		FetchMinBytes: 1 << 20, FetchMaxWait: 30 * time.Second,
+	}, func(context.Context, *kgo.Record) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	select {
+	case <-waiting:
+	case <-time.After(20 * time.Second):
+		cancel()
+		t.Fatal("no fetch of the topic within 20s")
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run still running 10s after its context ended, during a 30s fetch wait")
+	}
+}
