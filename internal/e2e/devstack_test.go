@@ -62,6 +62,8 @@ func TestBadConfigNamesTheVariable(t *testing.T) {
 		{"message-relay", "KAFKA_TOPIC_PARTITIONS=0", "KAFKA_TOPIC_PARTITIONS"},
 		{"message-relay", "LOG_LEVEL=loud", "LOG_LEVEL"},
 		{"ai-consumer", "OPS_ADDR=nonsense", "OPS_ADDR"},
+		{"ai-consumer", "KAFKA_FETCH_MAX_WAIT=5ms", "KAFKA_FETCH_MAX_WAIT"},
+		{"message-relay", "KAFKA_FETCH_MIN_BYTES=0", "KAFKA_FETCH_MIN_BYTES"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.binary+" "+tc.env, func(t *testing.T) {
