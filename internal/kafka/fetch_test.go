@@ -10,6 +10,50 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
+// fetchingConsumer runs a consumer with the given fetch settings against a
+// broker of its own, and returns its first fetch of the topic (as the
+// broker received it; the broker then answers as it would) and a stop that
+// ends Run and returns what Run returned.
+func fetchingConsumer(t *testing.T, minBytes int32, maxWait time.Duration) (*kmsg.FetchRequest, func() <-chan error) {
+	t.Helper()
+	cl, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	fetches := make(chan *kmsg.FetchRequest, 1)
+	cl.ControlKey(int16(kmsg.Fetch), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		cl.KeepControl()
+		if f := req.(*kmsg.FetchRequest); len(f.Topics) > 0 {
+			select {
+			case fetches <- f:
+			default:
+			}
+		}
+		return nil, nil, false
+	})
+	c, err := NewConsumer(ConsumerConfig{
+		Client: ClientConfig{Brokers: cl.ListenAddrs()}, Group: "g", Topics: []string{"t"},
+		MaxInFlight: 1, DrainTimeout: time.Second, CommitInterval: 100 * time.Millisecond,
+		FetchMinBytes: minBytes, FetchMaxWait: maxWait,
+	}, func(context.Context, *kgo.Record) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1) // closed after Run's result, so every reader gets one
+	go func() { done <- c.Run(ctx); close(done) }()
+	stop := func() <-chan error { cancel(); return done }
+	t.Cleanup(func() { <-stop() })
+	select {
+	case req := <-fetches:
+		return req, stop
+	case <-time.After(20 * time.Second):
+		t.Fatal("no fetch of the topic within 20s")
+		return nil, nil
+	}
+}
+
 // The consumer's fetches ask the broker for what KAFKA_FETCH_MIN_BYTES and
 // KAFKA_FETCH_MAX_WAIT say, and for one byte and 50ms when nothing does.
 func TestConsumerFetchesWaitAsConfigured(t *testing.T) {
@@ -24,39 +68,9 @@ func TestConsumerFetchesWaitAsConfigured(t *testing.T) {
 		{"configured", 65536, 20 * time.Millisecond, 65536, 20},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cl, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(cl.Close)
-			fetches := make(chan *kmsg.FetchRequest, 1)
-			cl.ControlKey(int16(kmsg.Fetch), func(req kmsg.Request) (kmsg.Response, error, bool) {
-				cl.KeepControl()
-				select {
-				case fetches <- req.(*kmsg.FetchRequest):
-				default:
-				}
-				return nil, nil, false // the broker answers as it would
-			})
-			c, err := NewConsumer(ConsumerConfig{
-				Client: ClientConfig{Brokers: cl.ListenAddrs()}, Group: "g", Topics: []string{"t"},
-				MaxInFlight: 1, DrainTimeout: time.Second, CommitInterval: 100 * time.Millisecond,
-				FetchMinBytes: tc.minBytes, FetchMaxWait: tc.maxWait,
-			}, func(context.Context, *kgo.Record) error { return nil })
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- c.Run(ctx) }()
-			defer func() { cancel(); <-done }()
-			select {
-			case req := <-fetches:
-				if req.MinBytes != tc.wantMin || req.MaxWaitMillis != tc.wantWait {
-					t.Errorf("fetch asks for min %d bytes, wait %d ms; want %d, %d", req.MinBytes, req.MaxWaitMillis, tc.wantMin, tc.wantWait)
-				}
-			case <-time.After(20 * time.Second):
-				t.Fatal("no fetch within 20s")
+			req, _ := fetchingConsumer(t, tc.minBytes, tc.maxWait)
+			if req.MinBytes != tc.wantMin || req.MaxWaitMillis != tc.wantWait {
+				t.Errorf("fetch asks for min %d bytes, wait %d ms; want %d, %d", req.MinBytes, req.MaxWaitMillis, tc.wantMin, tc.wantWait)
 			}
 		})
 	}
@@ -66,42 +80,9 @@ func TestConsumerFetchesWaitAsConfigured(t *testing.T) {
 // accepted) does not hold up shutdown: Run returns once the fetch is
 // abandoned, not when the broker answers it.
 func TestConsumerStopsDuringALongFetchWait(t *testing.T) {
-	cl, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cl.Close)
-	waiting := make(chan struct{}, 1)
-	cl.ControlKey(int16(kmsg.Fetch), func(req kmsg.Request) (kmsg.Response, error, bool) {
-		cl.KeepControl()
-		if len(req.(*kmsg.FetchRequest).Topics) > 0 {
-			select {
-			case waiting <- struct{}{}:
-			default:
-			}
-		}
-		return nil, nil, false
-	})
-	c, err := NewConsumer(ConsumerConfig{
-		Client: ClientConfig{Brokers: cl.ListenAddrs()}, Group: "g", Topics: []string{"t"},
-		MaxInFlight: 1, DrainTimeout: time.Second, CommitInterval: 100 * time.Millisecond,
-		FetchMinBytes: 1 << 20, FetchMaxWait: 30 * time.Second,
-	}, func(context.Context, *kgo.Record) error { return nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
+	_, stop := fetchingConsumer(t, 1<<20, 30*time.Second)
 	select {
-	case <-waiting:
-	case <-time.After(20 * time.Second):
-		cancel()
-		t.Fatal("no fetch of the topic within 20s")
-	}
-	cancel()
-	select {
-	case err := <-done:
+	case err := <-stop():
 		if err != nil {
 			t.Fatal(err)
 		}
